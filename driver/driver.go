@@ -1,0 +1,219 @@
+// Package driver implements the CSI Identity and Node services of Phantom's
+// node plugin, the driver `secrets.phantom.dev`. NodePublishVolume logs in
+// to OpenBao as the pod, reads the volume's secrets and writes them to a
+// tmpfs mounted at the target path.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/phantom-sec/phantom/pkg/bao"
+	"github.com/phantom-sec/phantom/pkg/fetch"
+	"github.com/phantom-sec/phantom/pkg/tmpfs"
+)
+
+// DefaultName is the CSI driver name.
+const DefaultName = "secrets.phantom.dev"
+
+// Log keys.
+const (
+	logKeyVolume    = "volume_id"
+	logKeyTarget    = "target_path"
+	logKeyPod       = "pod"
+	logKeyNamespace = "namespace"
+	logKeyMethod    = "method"
+	logKeyError     = "error"
+	logKeyFiles     = "files"
+	logKeyDuration  = "duration"
+)
+
+// Mounter mounts and writes Phantom tmpfs volumes. *tmpfs.Mounter
+// implements it; tests may wrap it to inject faults.
+type Mounter interface {
+	Mount(target string, opts tmpfs.MountOptions) (created bool, err error)
+	IsMounted(target string) (bool, error)
+	Unmount(target string) error
+	WriteFiles(target string, files []tmpfs.File, opts tmpfs.WriteOptions, readOnly bool) (changed bool, err error)
+}
+
+// Config configures a Driver.
+type Config struct {
+	Name    string
+	Version string
+	NodeID  string
+
+	// Bao is the OpenBao client; Sessions caches its logins per identity.
+	Bao      *bao.Client
+	Sessions *bao.Sessions
+	Fetcher  *fetch.Fetcher
+	Mounter  Mounter
+
+	// Audience is the audience of the service-account token the pod logs
+	// in with; the CSIDriver's tokenRequests must request it.
+	Audience string
+	// MaxVolumeBytes caps the size of one volume; a volume may ask for less
+	// with the sizeLimit attribute.
+	MaxVolumeBytes int64
+	// RequestTimeout bounds the OpenBao part of a publish.
+	RequestTimeout time.Duration
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Driver serves the CSI Identity and Node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedNodeServer
+
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	volumes *volumes
+	ready   atomic.Bool
+
+	mu     sync.Mutex
+	server *grpc.Server
+}
+
+var (
+	_ csi.IdentityServer = (*Driver)(nil)
+	_ csi.NodeServer     = (*Driver)(nil)
+)
+
+// New validates cfg and returns a Driver.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+
+	var errs []error
+	if cfg.NodeID == "" {
+		errs = append(errs, errors.New("node id is empty: set it to the Kubernetes node name"))
+	}
+	if cfg.Bao == nil || cfg.Sessions == nil || cfg.Fetcher == nil {
+		errs = append(errs, errors.New("OpenBao client, session cache and fetcher are required"))
+	}
+	if cfg.Mounter == nil {
+		errs = append(errs, errors.New("mounter is required"))
+	}
+	if cfg.Audience == "" {
+		errs = append(errs, errors.New("token audience is empty: set it to the audience of the CSIDriver's tokenRequests, such as \"openbao\""))
+	}
+	if cfg.MaxVolumeBytes <= 0 {
+		errs = append(errs, fmt.Errorf("maximum volume size %d is not positive", cfg.MaxVolumeBytes))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("invalid driver config: %w", err)
+	}
+
+	return &Driver{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: newMetrics(cfg.Registerer),
+		volumes: newVolumes(),
+	}, nil
+}
+
+// Run serves CSI on endpoint (`unix:///path/csi.sock` or a plain path)
+// until ctx is done. It removes a stale socket left by an earlier run.
+func (d *Driver) Run(ctx context.Context, endpoint string) error {
+	listener, err := Listen(endpoint)
+	if err != nil {
+		return err
+	}
+	return d.Serve(ctx, listener)
+}
+
+// Serve serves CSI on listener until ctx is done, then stops gracefully.
+func (d *Driver) Serve(ctx context.Context, listener net.Listener) error {
+	server := grpc.NewServer(grpc.UnaryInterceptor(d.logErrors))
+	csi.RegisterIdentityServer(server, d)
+	csi.RegisterNodeServer(server, d)
+
+	d.mu.Lock()
+	d.server = server
+	d.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			d.ready.Store(false)
+			server.GracefulStop()
+		case <-done:
+		}
+	}()
+	defer close(done)
+
+	d.ready.Store(true)
+	d.log.Info("serving CSI", "address", listener.Addr().String(), "driver", d.cfg.Name, "node_id", d.cfg.NodeID)
+	if err := server.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve CSI on %s: %w", listener.Addr(), err)
+	}
+	return nil
+}
+
+// Ready reports whether the driver serves requests.
+func (d *Driver) Ready() bool { return d.ready.Load() }
+
+// Listen opens the Unix socket of a CSI endpoint, replacing a stale socket.
+func Listen(endpoint string) (net.Listener, error) {
+	path := endpoint
+	if u, err := url.Parse(endpoint); err == nil && u.Scheme != "" {
+		if u.Scheme != "unix" {
+			return nil, fmt.Errorf("CSI endpoint %q: scheme %q is not supported: use unix:///path/to/csi.sock", endpoint, u.Scheme)
+		}
+		path = u.Path
+	}
+	if path == "" {
+		return nil, fmt.Errorf("CSI endpoint %q names no socket path", endpoint)
+	}
+
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create directory of CSI socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale CSI socket %s: %w", path, err)
+	}
+	listener, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on CSI socket %s: %w", path, err)
+	}
+	return listener, nil
+}
+
+// logErrors logs each failed RPC once, here at the boundary, and makes
+// sure no handler returns an error without a gRPC code.
+func (d *Driver) logErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		err = toStatus(err)
+		d.log.Warn("CSI request failed", logKeyMethod, info.FullMethod, logKeyError, err.Error())
+	}
+	return resp, err
+}

@@ -1,0 +1,202 @@
+// Package satoken reads the Kubernetes service-account tokens that kubelet
+// hands to a CSI driver, and checks that a token belongs to the pod of the
+// request.
+//
+// Tokens are parsed without signature verification: OpenBao verifies the
+// signature at login. The checks here stop a token of one pod from being
+// used for another pod before any request leaves the node.
+package satoken
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/phantom-sec/phantom/pkg/secret"
+)
+
+// TokensKey is the key under which kubelet passes the tokens requested by
+// the CSIDriver's tokenRequests, in the volume context or, with
+// serviceAccountTokenInSecrets, in the request's secrets.
+const TokensKey = "csi.storage.k8s.io/serviceAccount.tokens"
+
+// Leeway tolerates clock skew between the API server and the node.
+const Leeway = 30 * time.Second
+
+var (
+	// ErrNoToken means the request carries no token for the audience.
+	ErrNoToken = errors.New("no service-account token")
+	// ErrMalformed means the token or the tokens attribute cannot be parsed.
+	ErrMalformed = errors.New("malformed service-account token")
+	// ErrMismatch means the token belongs to another pod, service account
+	// or audience, or has expired.
+	ErrMismatch = errors.New("service-account token does not match the pod")
+)
+
+var signatureAlgorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA,
+}
+
+// Pod is the pod a token must belong to, as kubelet describes it.
+type Pod struct {
+	Namespace      string
+	Name           string
+	UID            string
+	ServiceAccount string
+}
+
+// Claims are the claims of a Kubernetes service-account token.
+type Claims struct {
+	Issuer            string
+	Subject           string
+	Audience          []string
+	Expiry            time.Time
+	NotBefore         time.Time
+	Namespace         string
+	ServiceAccount    string
+	ServiceAccountUID string
+	PodName           string
+	PodUID            string
+	NodeName          string
+}
+
+type kubernetesClaims struct {
+	Namespace      string `json:"namespace"`
+	ServiceAccount struct {
+		Name string `json:"name"`
+		UID  string `json:"uid"`
+	} `json:"serviceaccount"`
+	Pod *struct {
+		Name string `json:"name"`
+		UID  string `json:"uid"`
+	} `json:"pod"`
+	Node *struct {
+		Name string `json:"name"`
+	} `json:"node"`
+}
+
+// FromRequest returns the token for audience from the tokens JSON that
+// kubelet put in the volume context or the request's secrets; secrets win
+// when both carry one.
+func FromRequest(volumeContext, secrets map[string]string, audience string) (secret.String, error) {
+	for _, source := range []struct {
+		name   string
+		values map[string]string
+	}{{"request secrets", secrets}, {"volume context", volumeContext}} {
+		raw, ok := source.values[TokensKey]
+		if !ok || raw == "" {
+			continue
+		}
+		var tokens map[string]struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal([]byte(raw), &tokens); err != nil {
+			return "", fmt.Errorf("%w: %s key %q is not a JSON object of tokens by audience", ErrMalformed, source.name, TokensKey)
+		}
+		if t, ok := tokens[audience]; ok && t.Token != "" {
+			return secret.String(t.Token), nil
+		}
+		return "", fmt.Errorf("%w for audience %q: kubelet sent tokens for %s", ErrNoToken, audience, audienceList(tokens))
+	}
+	return "", fmt.Errorf("%w for audience %q: kubelet sent none", ErrNoToken, audience)
+}
+
+// Parse decodes a service-account token's claims without verifying its
+// signature.
+func Parse(token secret.String) (*Claims, error) {
+	parsed, err := jwt.ParseSigned(token.Reveal(), signatureAlgorithms)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a signed JWT", ErrMalformed)
+	}
+	var std jwt.Claims
+	var private struct {
+		Kubernetes *kubernetesClaims `json:"kubernetes.io"`
+	}
+	if err := parsed.UnsafeClaimsWithoutVerification(&std, &private); err != nil {
+		return nil, fmt.Errorf("%w: claims are not valid JSON", ErrMalformed)
+	}
+	if private.Kubernetes == nil {
+		return nil, fmt.Errorf("%w: claim \"kubernetes.io\" is missing; is it a bound service-account token?", ErrMalformed)
+	}
+
+	k := private.Kubernetes
+	c := &Claims{
+		Issuer:            std.Issuer,
+		Subject:           std.Subject,
+		Audience:          std.Audience,
+		Namespace:         k.Namespace,
+		ServiceAccount:    k.ServiceAccount.Name,
+		ServiceAccountUID: k.ServiceAccount.UID,
+	}
+	if std.Expiry != nil {
+		c.Expiry = std.Expiry.Time()
+	}
+	if std.NotBefore != nil {
+		c.NotBefore = std.NotBefore.Time()
+	}
+	if k.Pod != nil {
+		c.PodName, c.PodUID = k.Pod.Name, k.Pod.UID
+	}
+	if k.Node != nil {
+		c.NodeName = k.Node.Name
+	}
+	return c, nil
+}
+
+// Check verifies that the claims name pod, carry audience and are valid at
+// now. Errors name the claim and both values, which are identifiers, not
+// secrets.
+func (c *Claims) Check(pod Pod, audience string, now time.Time) error {
+	var problems []string
+	mismatch := func(claim, got, want string) {
+		problems = append(problems, fmt.Sprintf("claim %s is %q, want %q", claim, got, want))
+	}
+
+	if c.Namespace != pod.Namespace {
+		mismatch("kubernetes.io/namespace", c.Namespace, pod.Namespace)
+	}
+	if c.ServiceAccount != pod.ServiceAccount {
+		mismatch("kubernetes.io/serviceaccount/name", c.ServiceAccount, pod.ServiceAccount)
+	}
+	if wantSubject := "system:serviceaccount:" + pod.Namespace + ":" + pod.ServiceAccount; c.Subject != wantSubject {
+		mismatch("sub", c.Subject, wantSubject)
+	}
+	if c.PodName != pod.Name {
+		mismatch("kubernetes.io/pod/name", c.PodName, pod.Name)
+	}
+	if c.PodUID != pod.UID {
+		mismatch("kubernetes.io/pod/uid", c.PodUID, pod.UID)
+	}
+	if !slices.Contains(c.Audience, audience) {
+		problems = append(problems, fmt.Sprintf("claim aud is %q, want it to contain %q", c.Audience, audience))
+	}
+	if c.Expiry.IsZero() || !now.Before(c.Expiry.Add(Leeway)) {
+		problems = append(problems, fmt.Sprintf("token expired at %s", c.Expiry.UTC().Format(time.RFC3339)))
+	}
+	if !c.NotBefore.IsZero() && now.Add(Leeway).Before(c.NotBefore) {
+		problems = append(problems, fmt.Sprintf("token is not valid before %s", c.NotBefore.UTC().Format(time.RFC3339)))
+	}
+
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrMismatch, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func audienceList[V any](tokens map[string]V) string {
+	if len(tokens) == 0 {
+		return "no audience"
+	}
+	names := make([]string, 0, len(tokens))
+	for name := range tokens {
+		names = append(names, fmt.Sprintf("%q", name))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
