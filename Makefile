@@ -4,7 +4,7 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.1.0-dev)
 LDFLAGS   := -s -w -X github.com/phantom-sec/phantom/pkg/version.Version=$(VERSION)
-BINARIES  := phantom-node phantom-webhook
+BINARIES  := $(notdir $(wildcard cmd/*))
 
 .PHONY: all build test test-unit sanity contract demo bench generate lint fmt clean
 
@@ -33,7 +33,7 @@ demo: build
 
 ## bench: benchmarks with their floors measured in the same run
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/... ./driver/...
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./pkg/... ./driver/...
 
 ## generate: rebuild generated code (eBPF objects need clang)
 generate:

@@ -40,23 +40,30 @@ int BPF_PROG(phantom_lsm_ptrace_access_check, struct task_struct *child,
 SEC("lsm/file_open")
 int BPF_PROG(phantom_lsm_file_open, struct file *file, int ret)
 {
+	struct super_block *sb;
+
 	if (ret)
 		return ret;
 	phantom_selftest_mark();
-	if (phantom_check_file(file, PHANTOM_KIND_FILE_OPEN, false, true,
-			       PHANTOM_ACTION_DENY) == PHANTOM_VERDICT_DENY)
+	sb = file->f_inode->i_sb;
+	if (phantom_check_file(file, sb->s_dev, sb->s_magic, PHANTOM_KIND_FILE_OPEN,
+			       false, true, PHANTOM_ACTION_DENY) == PHANTOM_VERDICT_DENY)
 		return -PHANTOM_EPERM;
 	return 0;
 }
 
-/* Reads and writes, including through a descriptor passed from the pod. */
+/*
+ * Reads and writes, including through a descriptor passed from the pod.
+ * This runs on every read and write on the node, so it reads the device
+ * with plain loads from the trusted file pointer and stops at the prefilter.
+ */
 SEC("lsm/file_permission")
 int BPF_PROG(phantom_lsm_file_permission, struct file *file, int mask, int ret)
 {
 	if (ret)
 		return ret;
-	if (phantom_check_file(file, PHANTOM_KIND_FILE_READ, false, false,
-			       PHANTOM_ACTION_DENY) == PHANTOM_VERDICT_DENY)
+	if (phantom_check_file(file, file->f_inode->i_sb->s_dev, 0, PHANTOM_KIND_FILE_READ,
+			       false, false, PHANTOM_ACTION_DENY) == PHANTOM_VERDICT_DENY)
 		return -PHANTOM_EPERM;
 	return 0;
 }
@@ -67,8 +74,8 @@ int BPF_PROG(phantom_lsm_mmap_file, struct file *file, unsigned long reqprot,
 {
 	if (ret || !file)
 		return ret;
-	if (phantom_check_file(file, PHANTOM_KIND_FILE_MMAP, false, false,
-			       PHANTOM_ACTION_DENY) == PHANTOM_VERDICT_DENY)
+	if (phantom_check_file(file, file->f_inode->i_sb->s_dev, 0, PHANTOM_KIND_FILE_MMAP,
+			       false, false, PHANTOM_ACTION_DENY) == PHANTOM_VERDICT_DENY)
 		return -PHANTOM_EPERM;
 	return 0;
 }

@@ -14,10 +14,17 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PHANTOM_PTRACE_ATTACH 16
 #define PHANTOM_PTRACE_SEIZE 0x4206
 
-/* Resolve a pid of the caller's pid namespace; needs Linux 6.2 or later. */
+/* Resolve a pid to a task; Linux 6.2 (pid) and 6.13 (vpid) or later. */
 extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym __weak;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym __weak;
 extern void bpf_task_release(struct task_struct *p) __ksym __weak;
+
+/*
+ * Set by the loader when the kernel lets tracepoint programs call the task
+ * kfuncs above. Without them the ptrace and process_vm_* hooks cannot find
+ * their target and stay inactive; the verifier drops their calls.
+ */
+const volatile bool phantom_task_kfuncs = false;
 
 static __always_inline void phantom_enforce(enum phantom_verdict verdict)
 {
@@ -30,12 +37,12 @@ static __always_inline bool phantom_in_init_pid_ns(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
-	return BPF_CORE_READ(task, nsproxy, pid_ns_for_children, level) == 0;
+	return BPF_CORE_READ(task, thread_pid, level) == 0;
 }
 
 static __always_inline struct task_struct *phantom_task_from_vpid(s32 vpid)
 {
-	if (vpid <= 0)
+	if (!phantom_task_kfuncs || vpid <= 0)
 		return NULL;
 	if (bpf_task_from_vpid)
 		return bpf_task_from_vpid(vpid);
@@ -61,28 +68,74 @@ static __always_inline void phantom_check_pid(s32 vpid, __u32 kind, __u32 detail
 	bpf_task_release(task);
 }
 
-/* The struct file behind descriptor fd of the current task, or NULL. */
+/* Read-only cast of a kernel pointer to a BTF type; Linux 6.2 or later. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/*
+ * Set by the loader when the kernel accepts bpf_rdonly_cast() to void
+ * (btf_id 0), which lets the program index the fd table with a plain load.
+ * The verifier drops the branch not taken, so an older kernel verifies
+ * only the probe-read branch.
+ */
+const volatile bool phantom_direct_fd_load = false;
+
+/*
+ * The struct file behind descriptor fd of the current task, or NULL. The
+ * fd table is read with plain loads through the BTF pointer of the current
+ * task; the variable index into the table needs either the void cast or a
+ * probe read.
+ */
 static __always_inline struct file *phantom_fd_file(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
 	struct file *file = NULL;
+	struct fdtable *fdt;
+	struct file **fds;
 
-	if (fd < 0 || !fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || !files)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
+	fdt = files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	if (phantom_direct_fd_load) {
+		fds = bpf_rdonly_cast(fdt->fd, 0);
+		return fds[fd];
+	}
+	fds = fdt->fd;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	return file;
 }
 
+/*
+ * Judge an access through descriptor fd. Where bpf_rdonly_cast() exists,
+ * the hot part, from descriptor to device number, is plain loads (and one
+ * probe read without the void cast); without it, four probe reads.
+ */
 static __always_inline void phantom_check_fd(int fd, __u32 kind, bool want_proc)
 {
 	struct file *file = phantom_fd_file(fd);
+	unsigned long magic = 0;
+	__u32 dev;
 
-	if (file)
-		phantom_enforce(phantom_check_file(file, kind, want_proc, want_proc,
-						   PHANTOM_ACTION_KILL));
+	if (!file)
+		return;
+	if (bpf_rdonly_cast) {
+		struct file *f = bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
+		struct super_block *sb = f->f_inode->i_sb;
+
+		dev = sb->s_dev;
+		if (want_proc)
+			magic = sb->s_magic;
+	} else {
+		struct super_block *sb = BPF_CORE_READ(file, f_inode, i_sb);
+
+		dev = BPF_CORE_READ(sb, s_dev);
+		if (want_proc)
+			magic = BPF_CORE_READ(sb, s_magic);
+	}
+	phantom_enforce(phantom_check_file(file, dev, magic, kind, want_proc, want_proc,
+					   PHANTOM_ACTION_KILL));
 }
 
 SEC("tracepoint/syscalls/sys_enter_ptrace")

@@ -132,10 +132,12 @@ __u64 phantom_volume_filter[PHANTOM_VOLUME_FILTER_WORDS];
 __u64 phantom_lost_events;
 
 /*
- * Counts hook runs in the daemon itself, so the loader can prove the
- * programs are attached and called (an LSM program attaches even when the
- * bpf LSM is inactive, and is then never called).
+ * Counts open hook runs in the daemon while phantom_selftest_armed is set,
+ * so the loader can prove the programs are attached and called: an LSM
+ * program attaches even when the bpf LSM is inactive, and is then never
+ * called. The flag keeps the check off the hot path the rest of the time.
  */
+__u32 phantom_selftest_armed;
 __u64 phantom_selftest_hits;
 
 struct {
@@ -316,7 +318,7 @@ phantom_check(const struct phantom_access *a, const struct phantom_pod *pod,
 /* Count a hook run by the daemon; see phantom_selftest_hits. */
 static __always_inline void phantom_selftest_mark(void)
 {
-	if ((bpf_get_current_pid_tgid() >> 32) == phantom_daemon_tgid)
+	if (phantom_selftest_armed && (bpf_get_current_pid_tgid() >> 32) == phantom_daemon_tgid)
 		__sync_fetch_and_add(&phantom_selftest_hits, 1);
 }
 
@@ -372,24 +374,20 @@ static __always_inline __u32 phantom_proc_kind(struct file *file)
 }
 
 /*
- * Judge an access to an open file. Phantom volume files are matched by
- * device; procfs files by name when want_proc allows the kind (the LSM path
- * sees /proc/<pid>/mem in ptrace_access_check instead).
+ * Judge an access to an open file whose superblock has device dev and magic
+ * number magic. Phantom volume files are matched by device first: a clear
+ * bit in the prefilter ends the check for nearly every file on the node.
+ * procfs files are matched by name when want_mem or want_environ allows the
+ * kind; callers that allow neither may pass 0 as magic. The LSM path sees
+ * /proc/<pid>/mem in ptrace_access_check instead.
  */
 static __always_inline enum phantom_verdict
-phantom_check_file(struct file *file, __u32 kind, bool want_mem, bool want_environ,
-		   __u32 deny_action)
+phantom_check_file(struct file *file, __u32 dev, unsigned long magic, __u32 kind,
+		   bool want_mem, bool want_environ, __u32 deny_action)
 {
 	struct phantom_access a = { .file = file, .kind = kind };
-	struct super_block *sb;
 	struct phantom_volume *vol;
 	struct phantom_pod *pod;
-	struct inode *inode;
-	__u32 dev;
-
-	inode = BPF_CORE_READ(file, f_inode);
-	sb = BPF_CORE_READ(inode, i_sb);
-	dev = BPF_CORE_READ(sb, s_dev);
 
 	if (phantom_volume_maybe(dev)) {
 		vol = bpf_map_lookup_elem(&phantom_volumes, &dev);
@@ -402,15 +400,13 @@ phantom_check_file(struct file *file, __u32 kind, bool want_mem, bool want_envir
 		}
 	}
 
-	if (!want_mem && !want_environ)
-		return PHANTOM_VERDICT_IGNORE;
-	if (BPF_CORE_READ(sb, s_magic) != PHANTOM_PROC_SUPER_MAGIC)
+	if ((!want_mem && !want_environ) || magic != PHANTOM_PROC_SUPER_MAGIC)
 		return PHANTOM_VERDICT_IGNORE;
 
 	a.kind = phantom_proc_kind(file);
 	if ((a.kind == PHANTOM_KIND_PROC_MEM && want_mem) ||
 	    (a.kind == PHANTOM_KIND_PROC_ENVIRON && want_environ)) {
-		a.target = phantom_proc_task(inode);
+		a.target = phantom_proc_task(BPF_CORE_READ(file, f_inode));
 		if (!a.target)
 			return PHANTOM_VERDICT_IGNORE;
 		a.file = NULL;

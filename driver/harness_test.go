@@ -38,7 +38,7 @@ const (
 // server, with two tenants: payments/api and billing/worker. Each tenant's
 // role may read only its own namespace's KV paths.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	bao     *baotest.Server
 	admin   *api.Client
 	issuer  *baotest.Issuer
@@ -67,14 +67,14 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount tmpfs")
 	}
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	requireRoot(t)
 	ctx := context.Background()
@@ -280,7 +280,7 @@ func readFile(t *testing.T, path string) string {
 	return string(data)
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

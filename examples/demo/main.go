@@ -113,6 +113,7 @@ func run(nodeBinary, podFile string) error {
 	if err := bao.writeDBSecret(ctx); err != nil {
 		return err
 	}
+	fmt.Println("wrote a new random password to secret/payments/db")
 	if _, err := client.NodePublishVolume(ctx, req); err != nil {
 		return fmt.Errorf("republish: %w", err)
 	}
@@ -140,6 +141,9 @@ func run(nodeBinary, podFile string) error {
 		return fmt.Errorf("target %s still exists after unpublish", req.TargetPath)
 	}
 	fmt.Println("tmpfs unmounted and target removed")
+
+	step("phantom-node log")
+	fmt.Print(node.output())
 	return nil
 }
 
@@ -216,17 +220,17 @@ func show(target string) error {
 	}
 	fmt.Printf("/proc/self/mountinfo: %s\n", line)
 
-	return filepath.WalkDir(target, func(path string, entry fs.DirEntry, err error) error {
+	// The visible names are symlinks into ..data; walk the directory it
+	// points to and show the names as the container sees them.
+	data, err := filepath.EvalSymlinks(filepath.Join(target, "..data"))
+	if err != nil {
+		return fmt.Errorf("resolve ..data: %w", err)
+	}
+	return filepath.WalkDir(data, func(path string, entry fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(target, path)
-		if strings.HasPrefix(rel, "..") {
-			if entry.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
+		rel, _ := filepath.Rel(data, path)
 		info, err := os.Stat(path)
 		if err != nil || info.IsDir() {
 			return err

@@ -120,9 +120,6 @@ func (b *openBao) writeDBSecret(ctx context.Context) error {
 	_, err := b.admin.KVv2("secret").Put(ctx, "payments/db", map[string]any{
 		"username": "payments-app", "password": "demo-" + randomHex(16),
 	})
-	if err == nil {
-		fmt.Println("  wrote a new random password to secret/payments/db")
-	}
 	return err
 }
 

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// Clock is a settable time source for Options.Now. It stands still until
-// Advance or Set moves it, so TTLs in responses are exact. It is safe for
+// Clock is a settable time source for Options.Now. Its time changes only
+// through Advance or Set, so TTLs in responses are exact. It is safe for
 // concurrent use.
 type Clock struct {
 	mu  sync.Mutex

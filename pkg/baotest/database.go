@@ -96,12 +96,12 @@ func (b *databaseBackend) readConnection(name string) (*response, error) {
 		return nil, nil
 	}
 	return &response{data: map[string]any{
-		"plugin_name":       c.pluginName,
-		"connection_details": map[string]any{"connection_url": c.connectionURL, "username": c.username},
-		"allowed_roles":     nonNilStrings(c.allowedRoles),
-		"verify_connection": c.verify,
-		"password_policy":   "",
-		"plugin_version":    "",
+		"plugin_name":                        c.pluginName,
+		"connection_details":                 map[string]any{"connection_url": c.connectionURL, "username": c.username},
+		"allowed_roles":                      nonNilStrings(c.allowedRoles),
+		"verify_connection":                  c.verify,
+		"password_policy":                    "",
+		"plugin_version":                     "",
 		"root_credentials_rotate_statements": []string{},
 	}}, nil
 }

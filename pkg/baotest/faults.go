@@ -11,7 +11,7 @@ import (
 type Op string
 
 // Counted operations. A request counts once it reaches the server, whatever
-// its outcome, including injected failures and sealed answers; requests
+// its outcome, including injected failures and sealed responses. Requests
 // that find the server down are not counted.
 const (
 	// OpLogin is a login to any JWT or Kubernetes auth mount.
@@ -53,8 +53,8 @@ const (
 	OpOther Op = "other"
 )
 
-// faultState holds the injected faults and the counters. It has its own
-// lock so faults never wait for API state.
+// faultState holds the injected faults and the counters, under a lock of
+// its own so that they are never blocked by a request holding Server.mu.
 type faultState struct {
 	mu         sync.Mutex
 	latency    time.Duration

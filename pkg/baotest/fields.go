@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Request bodies are decoded with json.Number, so every field helper accepts
-// the loose forms OpenBao's framework accepts: numbers as numbers or strings,
-// lists as JSON arrays or comma-separated strings, durations as seconds or
-// Go duration strings with an optional "d" suffix.
+// Request bodies are decoded with json.Number. The field helpers accept the
+// same loose forms as OpenBao's framework. Numbers may be JSON numbers or
+// strings, and lists JSON arrays or comma-separated strings. Durations may
+// be seconds or Go duration strings, with "d" for days.
 
 // fieldString returns data[key] as a string. Numbers and booleans are
 // formatted, a missing key gives "".
@@ -182,10 +182,11 @@ func fieldStringMap(data map[string]any, key string) (map[string]string, bool, e
 	return out, true, nil
 }
 
-// conversionError words a type mismatch the way OpenBao's field decoder does,
-// so clients see the field name and the rejected input.
+// conversionError reports a type mismatch with the field name and the
+// expected and actual types. Unlike OpenBao's field decoder it leaves the
+// input value out, because the value may be a secret.
 func conversionError(key string, value any, want string) error {
-	return badRequest("error converting input %v for field %q: expected %s, got %T", value, key, want, value)
+	return badRequest("error converting input for field %q: expected %s, got %T", key, want, value)
 }
 
 // sortedKeys returns the keys of m in ascending order.

@@ -81,8 +81,8 @@ type request struct {
 	now   time.Time
 }
 
-// response is what a handler returns. A nil *response means "nothing": a
-// 404 with an empty errors list for reads and lists, 204 otherwise.
+// response is the result of a handler. A nil *response means no content:
+// a 404 with an empty errors list for reads and lists, 204 otherwise.
 type response struct {
 	status        int
 	data          any
@@ -246,8 +246,8 @@ func statusOr(status, def int) int {
 	return status
 }
 
-// writeError sends {"errors": [...]} with the error's status; errors that
-// are not *apiError become a 500 carrying their message.
+// writeError sends {"errors": [...]} with the error's status. An error that
+// is not an *apiError becomes a 500 carrying its message.
 func writeError(w http.ResponseWriter, err error) {
 	var apiErr *apiError
 	if !errors.As(err, &apiErr) {

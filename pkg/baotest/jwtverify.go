@@ -35,16 +35,16 @@ var signatureAlgs = []jose.SignatureAlgorithm{
 
 // expectations are the checks applied to a verified token.
 type expectations struct {
-	issuer         string
-	subject        string
-	audiences      []string
-	algorithms     []string
-	notBefore      time.Duration // leeway to derive a missing nbf; <0 disables
-	expiration     time.Duration // leeway to derive a missing exp; <0 disables
-	clockSkew      time.Duration // leeway on all time claims; <0 disables
-	allowNoTimes   bool          // accept a token with no exp, nbf or iat
-	now            time.Time
-	publicKeys     []crypto.PublicKey
+	issuer       string
+	subject      string
+	audiences    []string
+	algorithms   []string
+	notBefore    time.Duration // leeway to derive a missing nbf; <0 disables
+	expiration   time.Duration // leeway to derive a missing exp; <0 disables
+	clockSkew    time.Duration // leeway on all time claims; <0 disables
+	allowNoTimes bool          // accept a token with no exp, nbf or iat
+	now          time.Time
+	publicKeys   []crypto.PublicKey
 }
 
 // verifyJWT checks the signature of raw against the public keys, then its
@@ -143,9 +143,9 @@ func audienceClaim(claims map[string]any) ([]string, error) {
 	}
 }
 
-// checkTimes applies OpenBao's time rules: at least one of exp, nbf and iat
-// is required; a missing exp or nbf is derived from the others; all three
-// are checked with the clock-skew leeway.
+// checkTimes applies OpenBao's time rules. At least one of exp, nbf and iat
+// is required, and a missing exp or nbf is derived from the others. All
+// three are then checked with the clock-skew leeway.
 func checkTimes(claims map[string]any, exp expectations) error {
 	iat, nbf, expiry := numericClaim(claims["iat"]), numericClaim(claims["nbf"]), numericClaim(claims["exp"])
 	if iat == 0 && nbf == 0 && expiry == 0 {

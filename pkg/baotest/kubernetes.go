@@ -11,9 +11,9 @@ import (
 // kubernetesBackend is the Kubernetes auth method.
 //
 // NOTE: OpenBao 2.6 verifies the service-account JWT with pem_keys and then
-// always asks the cluster's TokenReview API whether the token is still
-// valid. This server never dials kubernetes_host: it trusts a token whose
-// signature, issuer, audience and service account check out. A token
+// always calls the cluster's TokenReview API to confirm the token is still
+// valid. This server never dials kubernetes_host, so it accepts any token
+// whose signature, issuer, audience and service account are valid. A token
 // revoked in the cluster (pod deleted) still logs in here.
 type kubernetesBackend struct {
 	s      *Server

@@ -51,6 +51,9 @@ func (b *kvBackend) route(rest string) *route {
 			read(OpKVRead, func(r *request) (*response, error) { return b.readData(r, key) }).
 			write(OpKVWrite, func(r *request) (*response, error) { return b.writeData(r, key) }).
 			del(OpKVDelete, func(r *request) (*response, error) { return b.deleteLatest(r, key) })
+		rt.handlers[opPatch] = handler{op: OpKVWrite, fn: func(*request) (*response, error) {
+			return nil, unsupportedByTestServer("PATCH on KV version 2 data")
+		}}
 		rt.exists = exists
 		return rt
 	case "metadata":

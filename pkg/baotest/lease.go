@@ -147,6 +147,10 @@ func (s *Server) handleLeaseRenew(r *request, urlID string) (*response, error) {
 	if err != nil {
 		return nil, err
 	}
+	// NOTE: OpenBao revokes expired leases, and the leases of a revoked
+	// token, a moment later; renewing in between fails with "lease
+	// expired". This server revokes at once, so it always returns "lease not
+	// found".
 	l := s.activeLeaseLocked(id)
 	if l == nil {
 		return nil, badRequest("lease not found")
@@ -178,7 +182,7 @@ func (s *Server) handleLeaseRenew(r *request, urlID string) (*response, error) {
 }
 
 // handleLeaseRevoke revokes a lease. Unknown leases succeed too, as in
-// OpenBao; sync=false answers 202 as OpenBao's lazy revocation does.
+// OpenBao. With sync=false it returns 202, as OpenBao's lazy revocation does.
 func (s *Server) handleLeaseRevoke(r *request, urlID string) (*response, error) {
 	id, err := leaseID(r, urlID)
 	if err != nil {

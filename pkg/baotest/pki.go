@@ -100,38 +100,16 @@ func (b *pkiBackend) generateRoot(r *request, exported bool) (*response, error) 
 	if err != nil {
 		return nil, err
 	}
-
-	b.s.mu.Lock()
-	_, mountMax := b.s.mounts[b.path].leaseTTLs()
-	b.s.mu.Unlock()
 	if ttl <= 0 {
-		ttl = mountMax
+		b.s.mu.Lock()
+		_, ttl = b.s.mounts[b.path].leaseTTLs()
+		b.s.mu.Unlock()
 	}
 
-	key, keyPEM, err := generateKey(keyType, keyBits)
+	issuer, keyPEM, err := newSelfSignedIssuer(cn, keyType, keyBits, r.now, ttl)
 	if err != nil {
-		return nil, internalError("generate CA key: %v", err)
+		return nil, internalError("generate root CA: %v", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          newSerial(),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             r.now.Add(-30 * time.Second),
-		NotAfter:              r.now.Add(ttl),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		SubjectKeyId:          keyID(key.Public()),
-	}
-	der, err := x509.CreateCertificate(randReader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, internalError("create CA certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, internalError("parse CA certificate: %v", err)
-	}
-
-	issuer := &pkiIssuer{id: uuid.NewString(), keyID: uuid.NewString(), cert: cert, certPEM: string(pemCert(der)), key: key}
 	b.s.mu.Lock()
 	b.issuers = append(b.issuers, issuer)
 	b.s.mu.Unlock()
@@ -139,8 +117,8 @@ func (b *pkiBackend) generateRoot(r *request, exported bool) (*response, error) 
 	data := map[string]any{
 		"certificate":   issuer.certPEM,
 		"issuing_ca":    issuer.certPEM,
-		"serial_number": formatSerial(cert),
-		"expiration":    cert.NotAfter.Unix(),
+		"serial_number": formatSerial(issuer.cert),
+		"expiration":    issuer.cert.NotAfter.Unix(),
 		"issuer_id":     issuer.id,
 		"issuer_name":   "",
 		"key_id":        issuer.keyID,
@@ -151,6 +129,33 @@ func (b *pkiBackend) generateRoot(r *request, exported bool) (*response, error) 
 		data["private_key_type"] = keyType
 	}
 	return &response{data: data}, nil
+}
+
+// newSelfSignedIssuer generates a CA key and certificate valid for ttl.
+func newSelfSignedIssuer(cn, keyType string, keyBits int, now time.Time, ttl time.Duration) (*pkiIssuer, string, error) {
+	key, keyPEM, err := generateKey(keyType, keyBits)
+	if err != nil {
+		return nil, "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          newSerial(),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             now.Add(-pkiBackdate),
+		NotAfter:              now.Add(ttl),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		SubjectKeyId:          keyID(key.Public()),
+	}
+	der, err := x509.CreateCertificate(randReader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, "", err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, "", err
+	}
+	return &pkiIssuer{id: uuid.NewString(), keyID: uuid.NewString(), cert: cert, certPEM: string(pemCert(der)), key: key}, keyPEM, nil
 }
 
 func (b *pkiBackend) readCA(rawPEM bool) (*response, error) {

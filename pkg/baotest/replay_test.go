@@ -201,7 +201,7 @@ func decodeBody(t *testing.T, r io.Reader) any {
 	return v
 }
 
-// replayCase produces our answer to one recorded request.
+// replayCase sends one recorded request to the test server.
 type replayCase struct {
 	// run sends the recorded request after any setup it needs.
 	run func(e *replayEnv, method, path string) (int, any)

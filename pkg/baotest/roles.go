@@ -111,7 +111,7 @@ func (p tokenParams) fields() map[string]any {
 	}
 }
 
-// loginToken issues the token of a successful login.
+// loginToken describes the token to issue after a successful login.
 type loginToken struct {
 	mount       *mount
 	params      tokenParams

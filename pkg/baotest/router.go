@@ -1,6 +1,7 @@
 package baotest
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -26,13 +27,13 @@ type route struct {
 	// sudo routes additionally need the sudo capability, as OpenBao's
 	// root-protected paths do.
 	sudo bool
-	// exists tells a create from an update for ACL checks; without it every
-	// write is an update.
+	// exists decides whether a write is a create or an update for the ACL
+	// check. Without it every write is an update.
 	exists func(r *request) bool
 	// unlocked handlers take Server.mu themselves, so slow work such as key
 	// generation does not block other requests.
 	unlocked bool
-	// sealExempt routes answer while the server is sealed.
+	// sealExempt routes are served while the server is sealed.
 	sealExempt bool
 }
 
@@ -125,6 +126,9 @@ func (s *Server) serveLogical(r *http.Request, op operation, path string) (*resp
 		return nil, err
 	}
 
+	if err := checkUnsupportedHeaders(r); err != nil {
+		return nil, err
+	}
 	data, err := parseData(r, op)
 	if err != nil {
 		return nil, err
@@ -133,6 +137,18 @@ func (s *Server) serveLogical(r *http.Request, op operation, path string) (*resp
 	resp, err := s.dispatch(req, clientToken)
 	s.logRequest(r, path, counted, err)
 	return resp, err
+}
+
+// checkUnsupportedHeaders rejects namespaces and response wrapping, which
+// this server does not implement, rather than ignore them.
+func checkUnsupportedHeaders(r *http.Request) error {
+	if ns := strings.Trim(r.Header.Get("X-Vault-Namespace"), "/"); ns != "" && ns != "root" {
+		return unsupportedByTestServer("the namespace header (X-Vault-Namespace)")
+	}
+	if r.Header.Get("X-Vault-Wrap-TTL") != "" {
+		return unsupportedByTestServer("response wrapping (X-Vault-Wrap-TTL)")
+	}
+	return nil
 }
 
 // dispatch authenticates and authorizes req, then runs its handler.
@@ -162,7 +178,7 @@ func (s *Server) dispatch(req *request, clientToken string) (*response, error) {
 		}
 	}
 	if rt == nil {
-		return nil, badRequestNotFound(req.path)
+		return nil, routeNotFound(req.path)
 	}
 
 	h, ok := rt.handlers[req.op]
@@ -176,8 +192,8 @@ func (s *Server) dispatch(req *request, clientToken string) (*response, error) {
 	return h.fn(req)
 }
 
-// badRequestNotFound is OpenBao's answer for a path that no mount serves.
-func badRequestNotFound(path string) error {
+// routeNotFound is OpenBao's error for a path that no mount serves.
+func routeNotFound(path string) error {
 	return &apiError{
 		status: http.StatusNotFound,
 		errors: []string{fmt.Sprintf("no handler for route %q. route entry not found.", path)},
@@ -231,8 +247,8 @@ func (s *Server) resolve(path string) *route {
 	}
 }
 
-// mountedRoute asks the mount's backend for the route; a path the backend
-// does not serve gets OpenBao's 404 "unsupported path".
+// mountedRoute returns the route of the mount's backend. A path the
+// backend does not serve gets OpenBao's 404 "unsupported path".
 func mountedRoute(m *mount, rest string) *route {
 	if m == nil {
 		return nil
@@ -262,13 +278,19 @@ func (s *Server) findMount(table map[string]*mount, path string) (*mount, string
 	return best, path[len(best.path):]
 }
 
+// logRequest writes one debug line per request. It logs the status of a
+// failure but not its message, which may echo request input.
 func (s *Server) logRequest(r *http.Request, path string, op Op, err error) {
 	if !s.log.Enabled(r.Context(), slog.LevelDebug) {
 		return
 	}
 	attrs := []any{"method", r.Method, "path", path, "op", string(op)}
-	if err != nil {
-		attrs = append(attrs, "error", err.Error())
+	var apiErr *apiError
+	switch {
+	case errors.As(err, &apiErr):
+		attrs = append(attrs, "status", apiErr.status)
+	case err != nil:
+		attrs = append(attrs, "status", http.StatusInternalServerError)
 	}
 	s.log.Debug("request served", attrs...)
 }

@@ -2,10 +2,10 @@
 // tests that cannot run the real server.
 //
 // It implements the parts Phantom uses, with OpenBao 2.6's status codes,
-// JSON shapes and error strings: JWT and Kubernetes auth (with real
-// signature and claim checks), ACL policies with globs, segment wildcards and
-// identity templating, tokens with TTLs, KV version 2, leases, and the
-// database and PKI secrets engines. Fault injection (down, latency, injected
+// JSON shapes and error strings. That covers JWT and Kubernetes auth (with
+// real signature and claim checks), ACL policies with globs, segment
+// wildcards and identity templating, and tokens with TTLs. It also covers
+// KV version 2, leases, and the database and PKI secrets engines. Fault injection (down, latency, injected
 // failures, sealed) and per-operation counters let tests assert how a client
 // behaves when OpenBao misbehaves. An injectable clock lets tests move time.
 //
@@ -31,8 +31,8 @@ import (
 	"github.com/openbao/openbao/api/v2"
 )
 
-// Version is the OpenBao version the server reports. The build suffix tells
-// a reader of sys/health which server answered.
+// Version is the OpenBao version the server reports. The build suffix shows
+// a reader of sys/health that the test server sent the response.
 const Version = "2.6.2+baotest"
 
 // Options configure a Server.
@@ -40,9 +40,9 @@ type Options struct {
 	// TLS serves HTTPS with a certificate from a CA generated at start; see
 	// Server.CACertPEM.
 	TLS bool
-	// Logger receives one debug line per request (method, path, operation,
-	// error) and errors of the listener. Tokens and bodies are never logged.
-	// Nil discards.
+	// Logger receives one debug line per request (method, path, operation
+	// and, on failure, the status) and the listener's errors. Tokens, bodies
+	// and error messages are never logged. Nil discards.
 	Logger *slog.Logger
 	// Now is the server's clock for token, lease and JWT times. Nil means
 	// time.Now. See Clock for a settable one.

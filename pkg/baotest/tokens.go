@@ -1,11 +1,6 @@
 package baotest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"sort"
 	"strings"
 	"time"
 )
@@ -210,82 +205,9 @@ func (s *Server) renewTokenLocked(t *token, increment time.Duration, now time.Ti
 	return newTTL, warnings, nil
 }
 
-// ttlInput carries the inputs of OpenBao's lease TTL calculation.
-type ttlInput struct {
-	now          time.Time
-	increment    time.Duration
-	backendTTL   time.Duration
-	period       time.Duration
-	backendMax   time.Duration
-	explicitMax  time.Duration
-	mountDefault time.Duration
-	mountMax     time.Duration
-	start        time.Time // issue time; zero for a new lease
-}
-
-var errPastMaxTTL = errors.New("past the max TTL, cannot renew")
-
-// calculateTTL follows OpenBao's rule: the increment, else the backend TTL,
-// else the mount default; never past start plus the smallest max TTL. Times
-// are truncated to seconds, so warnings read like OpenBao's ("5m59s").
-func calculateTTL(in ttlInput) (time.Duration, []string, error) {
-	now := in.now.Truncate(time.Second)
-	start := now
-	if !in.start.IsZero() {
-		start = in.start.Truncate(time.Second)
-	}
-
-	maxTTL := in.mountMax
-	if in.backendMax > 0 && in.backendMax < maxTTL {
-		maxTTL = in.backendMax
-	}
-	if in.explicitMax > 0 && in.explicitMax < maxTTL {
-		maxTTL = in.explicitMax
-	}
-
-	var warnings []string
-	var ttl time.Duration
-	var maxValid time.Time
-	switch {
-	case in.period > 0:
-		ttl = in.period
-		if ttl > maxTTL {
-			warnings = append(warnings, fmt.Sprintf("period of %q exceeded the effective max_ttl of %q; period value is capped accordingly",
-				humanDuration(ttl), humanDuration(maxTTL)))
-			ttl = maxTTL
-		}
-		if in.explicitMax > 0 {
-			maxValid = start.Add(in.explicitMax)
-		}
-	default:
-		switch {
-		case in.increment > 0:
-			ttl = in.increment
-		case in.backendTTL > 0:
-			ttl = in.backendTTL
-		default:
-			ttl = in.mountDefault
-		}
-		maxValid = start.Add(maxTTL)
-	}
-
-	if maxValid.IsZero() {
-		return ttl, warnings, nil
-	}
-	remaining := maxValid.Sub(now)
-	if remaining <= 0 {
-		return 0, nil, errPastMaxTTL
-	}
-	if remaining < ttl {
-		warnings = append(warnings, fmt.Sprintf("TTL of %q exceeded the effective max_ttl of %q; TTL value is capped accordingly",
-			humanDuration(ttl), humanDuration(remaining)))
-		ttl = remaining
-	}
-	return ttl, warnings, nil
-}
-
-// sanitizePolicies lowercases, de-duplicates and sorts names, adding
-// "default" unless told not to. A list containing "root" is just root.
+// sanitizePolicies lowercases, de-duplicates and sorts names, and adds
+// "default" when addDefault is true. A list containing "root" becomes just
+// root.
 func sanitizePolicies(names []string, addDefault bool) []string {
 	set := map[string]bool{}
 	for _, n := range names {
@@ -361,50 +283,4 @@ func nilIfEmpty(m map[string]string) any {
 		return nil
 	}
 	return m
-}
-
-// base62 is the alphabet of token IDs and accessors.
-const base62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-// randomString returns n characters drawn uniformly from alphabet.
-func randomString(n int, alphabet string) string {
-	out := make([]byte, n)
-	buf := make([]byte, 1)
-	limit := 256 - 256%len(alphabet)
-	for i := 0; i < n; {
-		if _, err := rand.Read(buf); err != nil {
-			panic(fmt.Sprintf("baotest: read random bytes: %v", err))
-		}
-		if int(buf[0]) < limit {
-			out[i] = alphabet[int(buf[0])%len(alphabet)]
-			i++
-		}
-	}
-	return string(out)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("baotest: read random bytes: %v", err))
-	}
-	return hex.EncodeToString(b)
-}
-
-func newTokenID(prefix string) string {
-	return prefix + randomString(24, base62)
-}
-
-func newAccessor() string {
-	return randomString(24, base62)
-}
-
-func uniqueSorted(items []string) []string {
-	set := map[string]bool{}
-	for _, item := range items {
-		set[item] = true
-	}
-	out := sortedKeys(set)
-	sort.Strings(out)
-	return out
 }

@@ -34,6 +34,7 @@ const (
 	decisionProgPhantomDecisionTest = "phantom_decision_test"
 	decisionVarPhantomDaemonTgid    = "phantom_daemon_tgid"
 	decisionVarPhantomLostEvents    = "phantom_lost_events"
+	decisionVarPhantomSelftestArmed = "phantom_selftest_armed"
 	decisionVarPhantomSelftestHits  = "phantom_selftest_hits"
 	decisionVarPhantomUnusedEvent   = "phantom_unused_event"
 	decisionVarPhantomVolumeFilter  = "phantom_volume_filter"
@@ -97,11 +98,12 @@ type decisionMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type decisionVariableSpecs struct {
-	PhantomDaemonTgid   *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
-	PhantomLostEvents   *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
-	PhantomSelftestHits *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
-	PhantomUnusedEvent  *ebpf.VariableSpec `ebpf:"phantom_unused_event"`
-	PhantomVolumeFilter *ebpf.VariableSpec `ebpf:"phantom_volume_filter"`
+	PhantomDaemonTgid    *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
+	PhantomLostEvents    *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
+	PhantomSelftestArmed *ebpf.VariableSpec `ebpf:"phantom_selftest_armed"`
+	PhantomSelftestHits  *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
+	PhantomUnusedEvent   *ebpf.VariableSpec `ebpf:"phantom_unused_event"`
+	PhantomVolumeFilter  *ebpf.VariableSpec `ebpf:"phantom_volume_filter"`
 }
 
 // decisionObjects contains all objects after they have been loaded into the kernel.
@@ -141,11 +143,12 @@ func (m *decisionMaps) Close() error {
 //
 // It can be passed to loadDecisionObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decisionVariables struct {
-	PhantomDaemonTgid   *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
-	PhantomLostEvents   *ebpf.Variable `ebpf:"phantom_lost_events"`
-	PhantomSelftestHits *ebpf.Variable `ebpf:"phantom_selftest_hits"`
-	PhantomUnusedEvent  *ebpf.Variable `ebpf:"phantom_unused_event"`
-	PhantomVolumeFilter *ebpf.Variable `ebpf:"phantom_volume_filter"`
+	PhantomDaemonTgid    *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
+	PhantomLostEvents    *ebpf.Variable `ebpf:"phantom_lost_events"`
+	PhantomSelftestArmed *ebpf.Variable `ebpf:"phantom_selftest_armed"`
+	PhantomSelftestHits  *ebpf.Variable `ebpf:"phantom_selftest_hits"`
+	PhantomUnusedEvent   *ebpf.Variable `ebpf:"phantom_unused_event"`
+	PhantomVolumeFilter  *ebpf.Variable `ebpf:"phantom_volume_filter"`
 }
 
 // decisionPrograms contains all programs after they have been loaded into the kernel.

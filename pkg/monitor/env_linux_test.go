@@ -53,18 +53,34 @@ type testEnv struct {
 // after t.Skip when path is PathLSM and the kernel refuses LSM programs.
 func newTestEnv(t *testing.T, path Path) *testEnv {
 	t.Helper()
+	return newTestEnvConfig(t, Config{ForcePath: path})
+}
+
+// newTestEnvConfig is newTestEnv with extra settings in cfg.
+func newTestEnvConfig(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
+	e := newTestEnvStopped(t, cfg)
+	if e != nil {
+		e.startRun()
+	}
+	return e
+}
+
+// newTestEnvStopped is newTestEnvConfig without starting Run, so events
+// stay in the ring buffer until the test calls startRun.
+func newTestEnvStopped(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
 	requireRoot(t)
 
 	e := &testEnv{t: t, audit: &auditBuffer{}, recorder: &fakeRecorder{}, registry: prometheus.NewRegistry()}
-	mon, err := New(Config{
-		NodeName:      "test-node",
-		Logger:        discardLogger(),
-		AuditLog:      e.audit,
-		Events:        e.recorder,
-		Registerer:    e.registry,
-		ForcePath:     path,
-		EventInterval: time.Nanosecond,
-	})
+	path := cfg.ForcePath
+	cfg.NodeName = "test-node"
+	cfg.Logger = discardLogger()
+	cfg.AuditLog = e.audit
+	cfg.Events = e.recorder
+	cfg.Registerer = e.registry
+	cfg.EventInterval = time.Nanosecond
+	mon, err := New(cfg)
 	if err != nil {
 		if path == PathLSM {
 			return nil
@@ -72,7 +88,11 @@ func newTestEnv(t *testing.T, path Path) *testEnv {
 		t.Fatalf("New(ForcePath %q): %v", path, err)
 	}
 	e.mon = mon
-	e.startRun()
+	t.Cleanup(func() {
+		if err := e.mon.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
 
 	e.canaryTarget()
 	e.makeCgroups()
@@ -90,9 +110,6 @@ func (e *testEnv) startRun() {
 		cancel()
 		if err := <-done; err != nil {
 			e.t.Errorf("Run: %v", err)
-		}
-		if err := e.mon.Close(); err != nil {
-			e.t.Errorf("Close: %v", err)
 		}
 	})
 }

@@ -72,6 +72,7 @@ type objects struct {
 	filter  *ebpf.Variable
 	lost    *ebpf.Variable
 	hits    *ebpf.Variable
+	armed   *ebpf.Variable
 }
 
 func (o *objects) close() error {
@@ -87,10 +88,21 @@ func (o *objects) close() error {
 	return errors.Join(errs...)
 }
 
-// loadObjects loads the program set of path from spec and attaches it.
-func loadObjects(path Path, spec *ebpf.CollectionSpec, attachments []attachment, daemonTGID uint32) (*objects, error) {
-	if err := spec.Variables["phantom_daemon_tgid"].Set(daemonTGID); err != nil {
-		return nil, fmt.Errorf("set daemon tgid: %w", err)
+// loadObjects loads the program set of path from spec with the given
+// constants and attaches it.
+func loadObjects(path Path, spec *ebpf.CollectionSpec, attachments []attachment, consts map[string]any, ringBufferSize uint32) (*objects, error) {
+	spec = spec.Copy()
+	if ringBufferSize != 0 {
+		spec.Maps["phantom_events"].MaxEntries = ringBufferSize
+	}
+	for name, value := range consts {
+		v, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("load %s programs: object has no variable %s", path, name)
+		}
+		if err := v.Set(value); err != nil {
+			return nil, fmt.Errorf("load %s programs: set %s: %w", path, name, err)
+		}
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
@@ -105,8 +117,9 @@ func loadObjects(path Path, spec *ebpf.CollectionSpec, attachments []attachment,
 		filter:  coll.Variables["phantom_volume_filter"],
 		lost:    coll.Variables["phantom_lost_events"],
 		hits:    coll.Variables["phantom_selftest_hits"],
+		armed:   coll.Variables["phantom_selftest_armed"],
 	}
-	if o.pods == nil || o.volumes == nil || o.events == nil || o.filter == nil || o.lost == nil || o.hits == nil {
+	if o.pods == nil || o.volumes == nil || o.events == nil || o.filter == nil || o.lost == nil || o.hits == nil || o.armed == nil {
 		o.close()
 		return nil, fmt.Errorf("load %s programs: object lacks a map or variable the monitor uses", path)
 	}
@@ -148,6 +161,11 @@ func attach(hook string, prog *ebpf.Program) (link.Link, error) {
 // runs the open hook in the daemon, and checks the hook's counter. A BPF LSM
 // program attaches even when the bpf LSM is not active, and then never runs.
 func (o *objects) selfTest() error {
+	if err := o.armed.Set(uint32(1)); err != nil {
+		return fmt.Errorf("arm self-test: %w", err)
+	}
+	defer o.armed.Set(uint32(0))
+
 	var before, after uint64
 	if err := o.hits.Get(&before); err != nil {
 		return fmt.Errorf("read self-test counter: %w", err)

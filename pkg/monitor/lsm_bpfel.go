@@ -59,6 +59,7 @@ const (
 	lsmProgPhantomLsmPtraceAccessCheck = "phantom_lsm_ptrace_access_check"
 	lsmVarPhantomDaemonTgid            = "phantom_daemon_tgid"
 	lsmVarPhantomLostEvents            = "phantom_lost_events"
+	lsmVarPhantomSelftestArmed         = "phantom_selftest_armed"
 	lsmVarPhantomSelftestHits          = "phantom_selftest_hits"
 	lsmVarPhantomUnusedEvent           = "phantom_unused_event"
 	lsmVarPhantomVolumeFilter          = "phantom_volume_filter"
@@ -126,11 +127,12 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
-	PhantomDaemonTgid   *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
-	PhantomLostEvents   *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
-	PhantomSelftestHits *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
-	PhantomUnusedEvent  *ebpf.VariableSpec `ebpf:"phantom_unused_event"`
-	PhantomVolumeFilter *ebpf.VariableSpec `ebpf:"phantom_volume_filter"`
+	PhantomDaemonTgid    *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
+	PhantomLostEvents    *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
+	PhantomSelftestArmed *ebpf.VariableSpec `ebpf:"phantom_selftest_armed"`
+	PhantomSelftestHits  *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
+	PhantomUnusedEvent   *ebpf.VariableSpec `ebpf:"phantom_unused_event"`
+	PhantomVolumeFilter  *ebpf.VariableSpec `ebpf:"phantom_volume_filter"`
 }
 
 // lsmObjects contains all objects after they have been loaded into the kernel.
@@ -170,11 +172,12 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
-	PhantomDaemonTgid   *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
-	PhantomLostEvents   *ebpf.Variable `ebpf:"phantom_lost_events"`
-	PhantomSelftestHits *ebpf.Variable `ebpf:"phantom_selftest_hits"`
-	PhantomUnusedEvent  *ebpf.Variable `ebpf:"phantom_unused_event"`
-	PhantomVolumeFilter *ebpf.Variable `ebpf:"phantom_volume_filter"`
+	PhantomDaemonTgid    *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
+	PhantomLostEvents    *ebpf.Variable `ebpf:"phantom_lost_events"`
+	PhantomSelftestArmed *ebpf.Variable `ebpf:"phantom_selftest_armed"`
+	PhantomSelftestHits  *ebpf.Variable `ebpf:"phantom_selftest_hits"`
+	PhantomUnusedEvent   *ebpf.Variable `ebpf:"phantom_unused_event"`
+	PhantomVolumeFilter  *ebpf.Variable `ebpf:"phantom_volume_filter"`
 }
 
 // lsmPrograms contains all programs after they have been loaded into the kernel.

@@ -107,6 +107,15 @@ type Config struct {
 	// the same pod, kind, action and acting process. Zero means one minute.
 	// Audit lines and metrics are never suppressed.
 	EventInterval time.Duration
+
+	// probeReadsOnly and noTaskKfuncs make the tracepoint path load the
+	// variant for kernels without bpf_rdonly_cast() to void, or without task
+	// kfuncs in tracepoint programs; for tests.
+	probeReadsOnly bool
+	noTaskKfuncs   bool
+	// ringBufferSize overrides the ring buffer's size in bytes (a power of
+	// two, at least the page size); for tests.
+	ringBufferSize uint32
 }
 
 func (c Config) validate() error {
@@ -134,6 +143,8 @@ type Status struct {
 	// Programs lists the attached programs as hook names, such as
 	// "lsm/file_open" or "tracepoint/syscalls/sys_enter_ptrace".
 	Programs []string
+	// Limits lists accesses the active path cannot see on this kernel.
+	Limits []string
 	// Lost counts events dropped because the ring buffer was full.
 	Lost uint64
 	// CorePattern is the node's /proc/sys/kernel/core_pattern at startup.

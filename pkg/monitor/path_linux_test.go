@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -60,6 +61,44 @@ func TestTracepointPath(t *testing.T) {
 		t.Errorf("phantom_monitor_path{path=tracepoint} = %v, want 1", got)
 	}
 	runProtectionSuite(t, e, PathTracepoint)
+}
+
+// TestTracepointPathProbeReads runs the suite with the fd table read
+// through probe reads, the code path of kernels that reject
+// bpf_rdonly_cast() to void.
+func TestTracepointPathProbeReads(t *testing.T) {
+	e := newTestEnvConfig(t, Config{ForcePath: PathTracepoint, probeReadsOnly: true})
+	runProtectionSuite(t, e, PathTracepoint)
+}
+
+// TestTracepointPathWithoutTaskKfuncs loads the variant for kernels that
+// refuse task kfuncs in tracepoint programs: procfs and file accesses are
+// still stopped, ptrace and process_vm_readv pass, and Status says so.
+func TestTracepointPathWithoutTaskKfuncs(t *testing.T) {
+	e := newTestEnvConfig(t, Config{ForcePath: PathTracepoint, noTaskKfuncs: true})
+	if limits := e.mon.Status().Limits; len(limits) != 1 || !strings.Contains(limits[0], "ptrace attach") {
+		t.Errorf("Status().Limits = %q, want the ptrace limitation", limits)
+	}
+	e.register(ModeEnforce)
+
+	var unseen []int
+	for _, c := range attachAttacks {
+		r := e.attack(e.outsiderDir, c.attack)
+		switch c.attack {
+		case attackPtraceAttach, attackPtraceSeize, attackProcessVM:
+			if !r.status.Exited() || r.status.ExitStatus() != exitSucceeded {
+				t.Errorf("%s: %v, want exit 0 (not covered without task kfuncs)", c.attack, r)
+			}
+			unseen = append(unseen, r.pid)
+		default:
+			if !r.status.Signaled() || r.status.Signal() != syscall.SIGKILL {
+				t.Errorf("%s: %v, want killed by SIGKILL", c.attack, r)
+				continue
+			}
+			e.checkRecord(t, c, PathTracepoint, r.pid, ActionKill)
+		}
+	}
+	e.expectNoRecords(t, unseen...)
 }
 
 func TestLSMPath(t *testing.T) {
@@ -306,6 +345,37 @@ func (e *testEnv) checkOutputs(t *testing.T, path Path) {
 	}
 	if lost := e.mon.Status().Lost; lost != 0 {
 		t.Errorf("Status().Lost = %d, want 0", lost)
+	}
+}
+
+// TestRingBufferLoss fills a one-page ring buffer before Run reads it and
+// checks that the loss is counted, logged as a metric and reported.
+func TestRingBufferLoss(t *testing.T) {
+	e := newTestEnvStopped(t, Config{ForcePath: PathTracepoint, ringBufferSize: 4096})
+	e.register(ModeAudit)
+
+	// Each event takes 488 bytes of the 4096, so 20 accesses overflow it.
+	for range 20 {
+		if r := e.attack(e.outsiderDir, attackProcEnviron); !r.status.Exited() || r.status.ExitStatus() != exitSucceeded {
+			t.Fatalf("attacker: %v, want exit 0", r)
+		}
+	}
+	lost := e.mon.Status().Lost
+	if lost == 0 {
+		t.Fatal("Status().Lost = 0 after overflowing the ring buffer")
+	}
+
+	e.startRun()
+	deadline := time.Now().Add(eventTimeout)
+	for testutil.ToFloat64(e.mon.metrics.errors.WithLabelValues(reasonRingbufFull)) < float64(lost) {
+		if time.Now().After(deadline) {
+			t.Fatalf("phantom_monitor_errors_total{reason=ringbuf_full} = %v, want %d",
+				testutil.ToFloat64(e.mon.metrics.errors.WithLabelValues(reasonRingbufFull)), lost)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(e.audit.records(t)); n == 0 || n >= 20 {
+		t.Errorf("audit log has %d records, want the ring buffer's share of 20", n)
 	}
 }
 

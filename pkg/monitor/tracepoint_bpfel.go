@@ -50,8 +50,11 @@ const (
 	tracepointProgPhantomTpSendfile64      = "phantom_tp_sendfile64"
 	tracepointProgPhantomTpSplice          = "phantom_tp_splice"
 	tracepointVarPhantomDaemonTgid         = "phantom_daemon_tgid"
+	tracepointVarPhantomDirectFdLoad       = "phantom_direct_fd_load"
 	tracepointVarPhantomLostEvents         = "phantom_lost_events"
+	tracepointVarPhantomSelftestArmed      = "phantom_selftest_armed"
 	tracepointVarPhantomSelftestHits       = "phantom_selftest_hits"
+	tracepointVarPhantomTaskKfuncs         = "phantom_task_kfuncs"
 	tracepointVarPhantomUnusedEvent        = "phantom_unused_event"
 	tracepointVarPhantomVolumeFilter       = "phantom_volume_filter"
 )
@@ -131,11 +134,14 @@ type tracepointMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointVariableSpecs struct {
-	PhantomDaemonTgid   *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
-	PhantomLostEvents   *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
-	PhantomSelftestHits *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
-	PhantomUnusedEvent  *ebpf.VariableSpec `ebpf:"phantom_unused_event"`
-	PhantomVolumeFilter *ebpf.VariableSpec `ebpf:"phantom_volume_filter"`
+	PhantomDaemonTgid    *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
+	PhantomDirectFdLoad  *ebpf.VariableSpec `ebpf:"phantom_direct_fd_load"`
+	PhantomLostEvents    *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
+	PhantomSelftestArmed *ebpf.VariableSpec `ebpf:"phantom_selftest_armed"`
+	PhantomSelftestHits  *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
+	PhantomTaskKfuncs    *ebpf.VariableSpec `ebpf:"phantom_task_kfuncs"`
+	PhantomUnusedEvent   *ebpf.VariableSpec `ebpf:"phantom_unused_event"`
+	PhantomVolumeFilter  *ebpf.VariableSpec `ebpf:"phantom_volume_filter"`
 }
 
 // tracepointObjects contains all objects after they have been loaded into the kernel.
@@ -175,11 +181,14 @@ func (m *tracepointMaps) Close() error {
 //
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointVariables struct {
-	PhantomDaemonTgid   *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
-	PhantomLostEvents   *ebpf.Variable `ebpf:"phantom_lost_events"`
-	PhantomSelftestHits *ebpf.Variable `ebpf:"phantom_selftest_hits"`
-	PhantomUnusedEvent  *ebpf.Variable `ebpf:"phantom_unused_event"`
-	PhantomVolumeFilter *ebpf.Variable `ebpf:"phantom_volume_filter"`
+	PhantomDaemonTgid    *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
+	PhantomDirectFdLoad  *ebpf.Variable `ebpf:"phantom_direct_fd_load"`
+	PhantomLostEvents    *ebpf.Variable `ebpf:"phantom_lost_events"`
+	PhantomSelftestArmed *ebpf.Variable `ebpf:"phantom_selftest_armed"`
+	PhantomSelftestHits  *ebpf.Variable `ebpf:"phantom_selftest_hits"`
+	PhantomTaskKfuncs    *ebpf.Variable `ebpf:"phantom_task_kfuncs"`
+	PhantomUnusedEvent   *ebpf.Variable `ebpf:"phantom_unused_event"`
+	PhantomVolumeFilter  *ebpf.Variable `ebpf:"phantom_volume_filter"`
 }
 
 // tracepointPrograms contains all programs after they have been loaded into the kernel.

@@ -484,16 +484,19 @@ func TestWebhookDeployment(t *testing.T) {
 		t.Error("pod securityContext: want runAsNonRoot and seccomp RuntimeDefault")
 	}
 	sc := c.SecurityContext
-	switch {
-	case sc == nil:
+	if sc == nil {
 		t.Fatal("container securityContext: missing")
-	case ptr.Deref(sc.Privileged, false):
+	}
+	if ptr.Deref(sc.Privileged, false) {
 		t.Error("container securityContext: privileged")
-	case ptr.Deref(sc.AllowPrivilegeEscalation, true):
+	}
+	if ptr.Deref(sc.AllowPrivilegeEscalation, true) {
 		t.Error("container securityContext: allowPrivilegeEscalation not false")
-	case !ptr.Deref(sc.ReadOnlyRootFilesystem, false):
+	}
+	if !ptr.Deref(sc.ReadOnlyRootFilesystem, false) {
 		t.Error("container securityContext: readOnlyRootFilesystem not true")
-	case sc.Capabilities == nil || !cmp.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0:
+	}
+	if sc.Capabilities == nil || !cmp.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
 		t.Error("container securityContext: want capabilities drop [ALL], add none")
 	}
 

@@ -105,10 +105,10 @@ func (tgt *target) isTestServer() bool {
 }
 
 // requireTestServer skips t on a real OpenBao.
-func requireTestServer(t *testing.T, why string) *baotest.Server {
+func requireTestServer(t *testing.T, reason string) *baotest.Server {
 	t.Helper()
 	if !tg.isTestServer() {
-		t.Skipf("needs the test server (%s); target is %s", why, tg.name)
+		t.Skipf("needs the test server (%s); target is %s", reason, tg.name)
 	}
 	return tg.srv
 }

@@ -5,7 +5,7 @@
 # The build is skipped when the cached binaries carry a version stamp equal to
 # the current one (component versions, the tool modules' go.mod and go.sum,
 # and the Go version). A cold build needs several GB of memory and takes
-# minutes; see ../README.md.
+# minutes, as ../README.md details.
 #
 # Usage: build.sh [--force]
 set -euo pipefail
@@ -16,6 +16,7 @@ KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kub
 ETCD_COMMANDS=(etcd etcdctl)
 
 force=false
+scratch=""
 case "${1:-}" in
   "") ;;
   --force) force=true ;;
@@ -100,7 +101,6 @@ main() {
   # only when all of them built, so an interrupted build never leaves a
   # half-updated cache behind a valid stamp.
   mkdir -p "${PHANTOM_E2E_CACHE}"
-  local scratch
   scratch="$(mktemp -d "${PHANTOM_E2E_CACHE}/build.XXXXXX")"
   trap 'rm -rf "${scratch}"' EXIT
 

@@ -76,10 +76,20 @@ stop_tasks() {
   for id in "${tasks[@]}"; do
     ctr_k8s tasks kill --all --signal SIGKILL "${id}" >/dev/null 2>&1 || true
   done
+  # The CRI plugin deletes a task itself when it receives the exit event, so
+  # a task may be gone before the delete below. Only a remaining task is an error.
   for id in "${tasks[@]}"; do
-    wait_for 10 bash -c "ctr --address '${CONTAINERD_SOCK}' -n '${E2E_CTR_NAMESPACE}' tasks ls | awk '\$1 == \"${id}\" && \$3 != \"STOPPED\" { exit 1 }'" || true
-    ctr_k8s tasks delete --force "${id}" >/dev/null 2>&1 || log "could not delete task ${id}"
+    wait_for 10 task_stopped "${id}" || true
+    ctr_k8s tasks delete --force "${id}" >/dev/null 2>&1 || true
   done
+  local remaining
+  remaining="$(ctr_k8s tasks ls -q 2>/dev/null || true)"
+  [[ -z "${remaining}" ]] || log "containerd tasks remain after delete: ${remaining//$'\n'/ }"
+}
+
+# Succeed when task $1 is stopped or gone.
+task_stopped() {
+  ctr_k8s tasks ls 2>/dev/null | awk -v id="$1" '$1 == id && $3 != "STOPPED" { found = 1 } END { exit found }'
 }
 
 # Print the pids of containerd shims that serve this cluster's containerd,
@@ -88,7 +98,7 @@ cluster_shims() {
   local dir pid args
   for dir in /proc/[0-9]*; do
     pid="${dir#/proc/}"
-    args="$(tr '\0' ' ' <"${dir}/cmdline" 2>/dev/null)" || continue
+    args="$(tr '\0' ' ' 2>/dev/null <"${dir}/cmdline")" || continue
     if [[ "${args}" == *containerd-shim* && " ${args} " == *" ${CONTAINERD_SOCK} "* ]]; then
       echo "${pid}"
     fi
@@ -138,6 +148,23 @@ unmount_all() {
       fi
     done
   done
+  return "${failed}"
+}
+
+# Remove the fixed host paths that up.sh found missing before the cluster
+# started, once nothing is mounted below them.
+remove_created_paths() {
+  [[ -f "${CREATED_PATHS}" ]] || return 0
+  local path failed=0
+  while read -r path; do
+    [[ -e "${path}" ]] || continue
+    if mounts_under "${path}" | grep -q .; then
+      log "not removing ${path}: something is mounted below it"
+      failed=1
+      continue
+    fi
+    rm -rf --one-file-system "${path}"
+  done <"${CREATED_PATHS}"
   return "${failed}"
 }
 
@@ -194,6 +221,7 @@ main() {
   local status=0
   unmount_all || status=1
   remove_cgroups || status=1
+  remove_created_paths || status=1
 
   local remaining
   remaining="$(leftovers)"

@@ -13,7 +13,7 @@
 #       Package the static BINARY as phantom/NAME:TAG, installed at
 #       /usr/local/bin/NAME, which is also the entrypoint unless one follows
 #       "--". --busybox adds busybox and its applets (sh, mount, umount...)
-#       to /bin; --add copies further host files. Prints the archive path.
+#       to /bin, and --add copies further host files. Prints the archive path.
 #   images.sh import [ARCHIVE...]
 #       Import archives (default: every archive in the image cache) into the
 #       running cluster's containerd, in the namespace the kubelet uses.
@@ -51,8 +51,8 @@ busybox_flags() {
   done
 }
 
-# A static binary has no PT_INTERP program header; readelf comes with
-# binutils, which the Go toolchain's cgo setup installs.
+# Succeed when $1 is statically linked, which means it has no PT_INTERP
+# program header. readelf is part of binutils, which gcc depends on.
 file_is_static() {
   if command -v readelf >/dev/null; then
     if readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter'; then

@@ -1,12 +1,13 @@
 # shellcheck shell=bash disable=SC2034
 # Shared settings and helpers for the end-to-end cluster scripts.
-# Sourced by build.sh, images.sh, up.sh and down.sh; not meant to run alone.
+# Sourced by build.sh, images.sh, up.sh, smoke.sh and down.sh, and not meant
+# to run alone.
 # Every setting can be overridden from the environment.
 
 E2E_CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Versions of the components that build.sh compiles. The tool modules under
-# tools/ pin the same versions; change both together.
+# tools/ pin the same versions, so change both together.
 KUBE_VERSION="v1.37.2"
 ETCD_VERSION="v3.6.17"
 
@@ -32,11 +33,13 @@ E2E_KUBELET_HEALTHZ_PORT="${E2E_KUBELET_HEALTHZ_PORT:-16248}"
 E2E_NODE_NAME="${E2E_NODE_NAME:-phantom-e2e}"
 E2E_SERVICE_CIDR="${E2E_SERVICE_CIDR:-10.96.0.0/16}"
 
-# Image of the pod sandbox (pause) container; images.sh builds it.
+# Images of the pod sandbox (pause) container and of test pods, which
+# images.sh builds.
 E2E_PAUSE_IMAGE="${E2E_PAUSE_IMAGE:-docker.io/phantom/pause:e2e}"
 E2E_BUSYBOX_IMAGE="${E2E_BUSYBOX_IMAGE:-docker.io/phantom/busybox:e2e}"
 
-# containerd namespace that the CRI plugin uses; kubelet's pods live here.
+# containerd namespace of the CRI plugin, which contains kubelet's images and
+# containers.
 E2E_CTR_NAMESPACE="k8s.io"
 
 # Paths inside the state directory.
@@ -53,6 +56,12 @@ e2e_state_paths() {
   if [[ "${STATE}" =~ [[:space:]] || "${KUBELET_ROOT}" =~ [[:space:]] ]]; then
     die "state directory '${STATE}' or kubelet root '${KUBELET_ROOT}' contains whitespace; choose a path without it"
   fi
+  # Host paths outside the state directory that the cluster's programs create
+  # at fixed locations: kubelet's device-plugin socket directory, and the
+  # directory of containerd's shim sockets. up.sh lists in CREATED_PATHS the
+  # ones that did not exist before, and down.sh removes exactly those.
+  FIXED_HOST_PATHS=(/var/lib/kubelet /run/containerd)
+  CREATED_PATHS="${STATE}/created-paths"
   # The cgroup parent under which kubelet puts every pod (cgroupfs driver).
   # down.sh removes it in every hierarchy.
   CGROUP_ROOT="/phantom-e2e"
@@ -68,7 +77,7 @@ die() {
 }
 
 # Wait until the command succeeds, polling every half second, for at most
-# $1 seconds. Prints nothing; returns non-zero on timeout.
+# $1 seconds. The command's output is discarded, and a timeout returns 1.
 wait_for() {
   local timeout="$1"
   shift
@@ -93,7 +102,7 @@ require_root() {
 process_start_time() {
   local stat
   stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  # The command name in field 2 may contain spaces; cut after its ')'.
+  # The command name in field 2 may contain spaces, so cut after its ')'.
   stat="${stat##*) }"
   awk '{print $20}' <<<"${stat}"
 }
@@ -112,8 +121,8 @@ process_matches() {
 
 # Print the mount points at or below directory $1, deepest (most recently
 # mounted) first, which is the order to unmount them in.
-# NOTE: mountinfo escapes spaces as \040; paths containing them are printed
-# escaped, so state directories must not contain whitespace.
+# NOTE: mountinfo escapes a space as \040 and this prints it escaped, so
+# e2e_state_paths rejects state directories that contain whitespace.
 mounts_under() {
   local dir="${1%/}"
   awk -v dir="${dir}" '$5 == dir || index($5, dir "/") == 1 { print $5 }' /proc/self/mountinfo | tac

@@ -12,7 +12,7 @@
 # empty cluster. On failure the logs' last lines are printed and down.sh runs,
 # unless E2E_KEEP_ON_FAILURE=1.
 #
-# Usage: up.sh   (run build.sh first; images.sh base runs from here)
+# Usage: up.sh   (after build.sh; up.sh runs images.sh base itself)
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -82,6 +82,11 @@ reset_state() {
   # down.sh reads this to find a kubelet root directory outside the state
   # directory even when E2E_KUBELET_ROOT is no longer set.
   echo "${KUBELET_ROOT}" >"${STATE}/kubelet-root"
+  local path
+  : >"${CREATED_PATHS}"
+  for path in "${FIXED_HOST_PATHS[@]}"; do
+    [[ -e "${path}" ]] || echo "${path}" >>"${CREATED_PATHS}"
+  done
 }
 
 # -------------------------------------------------------------------------
@@ -178,8 +183,8 @@ generate_kubeconfigs() {
 
 # Start a daemon in its own session with its output in ${LOGS}/NAME.log, and
 # record its pid and start time so down.sh stops exactly this process.
-# setsid runs the command in place (no fork) because a script without job
-# control is never a process group leader; the exe check below verifies it.
+# setsid runs the command in place, without a fork, because a script without
+# job control is never a process group leader. The exe check below verifies it.
 start_daemon() {
   local name="$1"
   shift
@@ -309,8 +314,9 @@ EOF
 start_containerd() {
   local cni_conf="${STATE}/cni/net.d"
   mkdir -p "${cni_conf}" "$(dirname "${CONTAINERD_SOCK}")"
-  # Pods use the host network, so the only CNI network is loopback; it makes
-  # containerd report the network as ready for the node's Ready condition.
+  # Pods use the host network, so the only CNI network is loopback. Its
+  # config makes containerd report the network ready, as the node's Ready
+  # condition requires.
   cat >"${cni_conf}/99-loopback.conf" <<EOF
 {"cniVersion": "0.4.0", "name": "phantom-e2e-loopback", "type": "loopback"}
 EOF
@@ -427,7 +433,7 @@ resolvConf: /etc/resolv.conf
 syncFrequency: ${E2E_KUBELET_SYNC_FREQUENCY}
 serializeImagePulls: false
 # Images are imported, never pulled, so image garbage collection would only
-# delete them; disk-pressure eviction is kept for a nearly full disk only.
+# delete them. Disk-pressure eviction starts only on a nearly full disk.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
@@ -492,9 +498,14 @@ write_env() {
 export PHANTOM_E2E_STATE=${STATE}
 export KUBECONFIG=${KUBECONFIG_ADMIN}
 export PATH=${E2E_BIN}:\${PATH}
+export PHANTOM_E2E_BIN=${E2E_BIN}
+export PHANTOM_E2E_CACHE=${PHANTOM_E2E_CACHE}
 export PHANTOM_E2E_APISERVER=${APISERVER_URL}
+export PHANTOM_E2E_APISERVER_PORT=${E2E_APISERVER_PORT}
 export PHANTOM_E2E_SERVICE_ACCOUNT_ISSUER=${SERVICE_ACCOUNT_ISSUER}
 export PHANTOM_E2E_CA=${PKI}/ca.crt
+export PHANTOM_E2E_ADMIN_CERT=${PKI}/admin.crt
+export PHANTOM_E2E_ADMIN_KEY=${PKI}/admin.key
 export PHANTOM_E2E_NODE=${E2E_NODE_NAME}
 export PHANTOM_E2E_KUBELET_ROOT=${KUBELET_ROOT}
 export PHANTOM_E2E_CONTAINERD_ADDRESS=${CONTAINERD_SOCK}
