@@ -68,22 +68,27 @@ static __always_inline void phantom_check_pid(s32 vpid, __u32 kind, __u32 detail
 	bpf_task_release(task);
 }
 
-/* Read-only cast of a kernel pointer to a BTF type; Linux 6.2 or later. */
+/*
+ * Read-only cast of a kernel pointer to a BTF type; Linux 6.2 or later. The
+ * first parameter lost its const in 6.9; the weak declaration leaves the
+ * call out where the prototype does not match.
+ */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 /*
- * Set by the loader when the kernel accepts bpf_rdonly_cast() to void
- * (btf_id 0), which lets the program index the fd table with a plain load.
- * The verifier drops the branch not taken, so an older kernel verifies
- * only the probe-read branch.
+ * How the fd hooks read kernel memory, set by the loader to the highest
+ * level the kernel accepts: 2 also indexes the fd table through
+ * bpf_rdonly_cast() to void (btf_id 0); 1 follows file->f_inode->i_sb
+ * through bpf_rdonly_cast() to struct file; 0 uses probe reads only. The
+ * verifier drops the branches not taken, so each kernel verifies only what
+ * it supports.
  */
-const volatile bool phantom_direct_fd_load = false;
+const volatile __u32 phantom_fd_access = 0;
 
 /*
- * The struct file behind descriptor fd of the current task, or NULL. The
- * fd table is read with plain loads through the BTF pointer of the current
- * task; the variable index into the table needs either the void cast or a
- * probe read.
+ * Return the struct file behind descriptor fd of the current task, or NULL.
+ * The fd table is reached with plain loads through the current task's BTF
+ * pointer. Indexing it needs the void cast or one probe read.
  */
 static __always_inline struct file *phantom_fd_file(int fd)
 {
@@ -98,7 +103,7 @@ static __always_inline struct file *phantom_fd_file(int fd)
 	fdt = files->fdt;
 	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	if (phantom_direct_fd_load) {
+	if (phantom_fd_access >= 2) {
 		fds = bpf_rdonly_cast(fdt->fd, 0);
 		return fds[fd];
 	}
@@ -108,9 +113,9 @@ static __always_inline struct file *phantom_fd_file(int fd)
 }
 
 /*
- * Judge an access through descriptor fd. Where bpf_rdonly_cast() exists,
- * the hot part, from descriptor to device number, is plain loads (and one
- * probe read without the void cast); without it, four probe reads.
+ * Judge an access through descriptor fd. At fd access level 2 the path from
+ * descriptor to device number is plain loads only. Level 1 adds one probe
+ * read, and level 0 takes four.
  */
 static __always_inline void phantom_check_fd(int fd, __u32 kind, bool want_proc)
 {
@@ -120,7 +125,7 @@ static __always_inline void phantom_check_fd(int fd, __u32 kind, bool want_proc)
 
 	if (!file)
 		return;
-	if (bpf_rdonly_cast) {
+	if (phantom_fd_access >= 1 && bpf_rdonly_cast) {
 		struct file *f = bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
 		struct super_block *sb = f->f_inode->i_sb;
 

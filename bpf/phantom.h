@@ -2,12 +2,12 @@
 /*
  * Shared state and decision logic of Phantom's runtime-protection monitor.
  *
- * Both attach paths include this header: the BPF LSM programs
- * (monitor_lsm.bpf.c), which can veto an access with -EPERM, and the syscall
- * tracepoint programs (monitor_tracepoint.bpf.c), which can only record an
- * access or kill the caller with SIGKILL after the syscall has started. The
- * decision itself lives in phantom_decide() so that both paths, and the
- * BPF_PROG_TEST_RUN program in decision_test.bpf.c, run the same code.
+ * Both attach paths include this header. The BPF LSM programs
+ * (monitor_lsm.bpf.c) can veto an access with -EPERM. The syscall tracepoint
+ * programs (monitor_tracepoint.bpf.c) can only record an access or kill the
+ * caller with SIGKILL after the syscall has started. The decision lives in
+ * phantom_decide(), so both paths and the BPF_PROG_TEST_RUN program in
+ * decision_test.bpf.c run the same code.
  *
  * A protected pod is identified by its pod-level cgroup v2 id, registered by
  * user space together with the cgroup's level in the hierarchy. A Phantom

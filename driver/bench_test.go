@@ -15,9 +15,9 @@ import (
 )
 
 // BenchmarkPublish measures NodePublishVolume over the real gRPC socket with
-// real tmpfs mounts against the in-process OpenBao test server, beside a
-// floor measured in the same run: mounting a tmpfs and writing the same
-// files directly, with no RPC and no OpenBao. Each sub-benchmark reports
+// real tmpfs mounts against the in-process OpenBao test server. The floor,
+// measured in the same run, mounts a tmpfs and writes the same files
+// directly, with no RPC and no OpenBao. Each sub-benchmark reports
 // p50 and p99 in milliseconds and p50 as a ratio of the floor's p50.
 func BenchmarkPublish(b *testing.B) {
 	if os.Geteuid() != 0 {

@@ -221,7 +221,7 @@ func show(target string) error {
 	fmt.Printf("/proc/self/mountinfo: %s\n", line)
 
 	// The visible names are symlinks into ..data; walk the directory it
-	// points to and show the names as the container sees them.
+	// points to and print the names a container reads.
 	data, err := filepath.EvalSymlinks(filepath.Join(target, "..data"))
 	if err != nil {
 		return fmt.Errorf("resolve ..data: %w", err)

@@ -33,14 +33,13 @@ const (
 
 // Operations, the `op` label of the request metric.
 const (
-	opLogin   = "login"
-	opRead    = "read"
-	opList    = "list"
-	opWrite   = "write"
-	opRenew   = "renew"
-	opRevoke  = "revoke"
-	opHealth  = "health"
-	opRenewTk = "token_renew"
+	opLogin  = "login"
+	opRead   = "read"
+	opList   = "list"
+	opWrite  = "write"
+	opRenew  = "renew"
+	opRevoke = "revoke"
+	opHealth = "health"
 )
 
 // Config configures a Client.
@@ -137,7 +136,7 @@ func newAPIConfig(cfg Config) (*api.Config, error) {
 	if len(caPEM) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("OpenBao CA file %q holds no PEM certificate", cfg.CAFile)
+			return nil, fmt.Errorf("OpenBao CA file %q contains no PEM certificate", cfg.CAFile)
 		}
 		transport.TLSClientConfig.RootCAs = pool
 	}
@@ -149,7 +148,7 @@ func newAPIConfig(cfg Config) (*api.Config, error) {
 	apiConfig.Address = cfg.Address
 	apiConfig.HttpClient = &http.Client{Transport: transport, Timeout: cfg.Timeout}
 	apiConfig.Timeout = cfg.Timeout
-	// Retries belong to the caller, which knows whether a pod is waiting.
+	// Retries belong to the caller, which can tell whether a pod is waiting.
 	apiConfig.MaxRetries = 0
 	return apiConfig, nil
 }
@@ -167,7 +166,7 @@ func (c *Client) Login(ctx context.Context, role string, jwt secret.String) (*Lo
 		return err
 	})
 	if errors.Is(err, ErrInvalidRequest) {
-		// OpenBao answers 400 to every rejected login: an unknown role, a
+		// OpenBao returns 400 for every rejected login: an unknown role, a
 		// token with the wrong audience, expired or failing bound claims.
 		return nil, fmt.Errorf("log in to OpenBao at %s with role %q: %w: OpenBao rejected the pod's token (%w): check the role and its bound claims",
 			path, role, ErrPermissionDenied, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // Codes of enum phantom_verdict in bpf/phantom.h.
@@ -134,4 +135,30 @@ func readTestEvent(t *testing.T, rd *ringbuf.Reader) (lsmPhantomEvent, bool) {
 		t.Fatalf("decode event: %v", err)
 	}
 	return ev, true
+}
+
+// TestLSMHookBodiesPassVerifier loads the LSM hook bodies as BTF tracepoint
+// programs, which take the same trusted pointers, so the verifier checks
+// them on kernels that refuse BPF LSM programs. It does not attach them.
+func TestLSMHookBodiesPassVerifier(t *testing.T) {
+	requireRoot(t)
+	spec, err := loadLsmVerify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Variables["phantom_daemon_tgid"].Set(uint32(os.Getpid())); err != nil {
+		t.Fatal(err)
+	}
+	var objs lsmVerifyObjects
+	err = spec.LoadAndAssign(&objs, nil)
+	if errors.Is(err, unix.EPERM) {
+		setSuite("lsm-verifier", "skipped (EPERM)")
+		t.Skipf("kernel refuses BTF tracepoint programs: %v", err)
+	}
+	if err != nil {
+		setSuite("lsm-verifier", "failed")
+		t.Fatalf("verifier rejected the LSM hook bodies: %+20v", err)
+	}
+	defer objs.Close()
+	setSuite("lsm-verifier", "ran")
 }

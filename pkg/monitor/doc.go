@@ -40,7 +40,12 @@
 // strong one; the tracepoint path detects reliably and limits damage.
 //
 // [Monitor.Status], the log line written by [New] and the metric
-// phantom_monitor_path say which path is active.
+// phantom_monitor_path say which path is active. Status().Limits lists what
+// the active path cannot see on the running kernel, such as ptrace on
+// kernels that do not let tracepoint programs resolve a pid to a task.
+//
+// docs/runtime-protection.md describes the hooks, modes and limits for
+// operators.
 //
 // # Limits
 //

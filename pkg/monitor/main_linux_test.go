@@ -53,7 +53,7 @@ func suiteSummary() string {
 	suites.Lock()
 	defer suites.Unlock()
 	var parts []string
-	for _, name := range []string{"tracepoint", "lsm", "testrun", "coredump"} {
+	for _, name := range []string{"tracepoint", "lsm", "testrun", "lsm-verifier", "coredump"} {
 		status := suites.status[name]
 		if status == "" {
 			status = "not run"

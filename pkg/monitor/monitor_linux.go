@@ -198,19 +198,23 @@ func (m *Monitor) loadTracepoints(tgid uint32) (*objects, error) {
 // programs. Kernels without a feature reject its branch in the verifier,
 // so the loader tries the variants in order of preference.
 type tracepointVariant struct {
-	// directFDLoad indexes the fd table with bpf_rdonly_cast() to void
-	// instead of a probe read: about 35 ns less per read and open.
-	directFDLoad bool
+	// fdAccess is phantom_fd_access in bpf/monitor_tracepoint.bpf.c: 2 reads
+	// from descriptor to device with plain loads, 1 adds a probe read, 0
+	// uses four probe reads. On Linux 6.18 level 2 costs about 35 ns less
+	// per read and open than level 0 (BenchmarkOpenReadClose, bpf-ns/run).
+	fdAccess uint32
 	// taskKfuncs resolves the target pid of ptrace and process_vm_* with
 	// bpf_task_from_vpid(); without it those hooks stay inactive.
 	taskKfuncs bool
 }
 
 var tracepointVariants = []tracepointVariant{
-	{directFDLoad: true, taskKfuncs: true},
-	{directFDLoad: false, taskKfuncs: true},
-	{directFDLoad: true, taskKfuncs: false},
-	{directFDLoad: false, taskKfuncs: false},
+	{fdAccess: 2, taskKfuncs: true},
+	{fdAccess: 1, taskKfuncs: true},
+	{fdAccess: 0, taskKfuncs: true},
+	{fdAccess: 2, taskKfuncs: false},
+	{fdAccess: 1, taskKfuncs: false},
+	{fdAccess: 0, taskKfuncs: false},
 }
 
 // loadTracepointVariant loads the first variant the kernel accepts and
@@ -218,19 +222,19 @@ var tracepointVariants = []tracepointVariant{
 func (m *Monitor) loadTracepointVariant(spec *ebpf.CollectionSpec, tgid uint32) (*objects, error) {
 	var errs []error
 	for _, v := range tracepointVariants {
-		if m.cfg.probeReadsOnly && v.directFDLoad || m.cfg.noTaskKfuncs && v.taskKfuncs {
+		if m.cfg.probeReadsOnly && v.fdAccess > 0 || m.cfg.noTaskKfuncs && v.taskKfuncs {
 			continue
 		}
 		consts := map[string]any{
-			"phantom_daemon_tgid":    tgid,
-			"phantom_direct_fd_load": v.directFDLoad,
-			"phantom_task_kfuncs":    v.taskKfuncs,
+			"phantom_daemon_tgid": tgid,
+			"phantom_fd_access":   v.fdAccess,
+			"phantom_task_kfuncs": v.taskKfuncs,
 		}
 		obj, err := loadObjects(PathTracepoint, spec, tracepointAttachments, consts, m.cfg.ringBufferSize)
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			m.log.Debug("kernel rejects a tracepoint program variant, trying the next",
-				slog.Bool("direct_fd_load", v.directFDLoad), slog.Bool("task_kfuncs", v.taskKfuncs), slog.Any("error", err))
+				slog.Uint64("fd_access", uint64(v.fdAccess)), slog.Bool("task_kfuncs", v.taskKfuncs), slog.Any("error", err))
 			errs = append(errs, err)
 			continue
 		}
@@ -241,6 +245,7 @@ func (m *Monitor) loadTracepointVariant(spec *ebpf.CollectionSpec, tgid uint32) 
 			m.status.Limits = append(m.status.Limits,
 				"ptrace attach and process_vm_readv/writev are not detected: the kernel does not let tracepoint programs call bpf_task_from_vpid() or bpf_task_from_pid()")
 		}
+		m.log.Debug("tracepoint programs loaded", slog.Uint64("fd_access", uint64(v.fdAccess)), slog.Bool("task_kfuncs", v.taskKfuncs))
 		return obj, nil
 	}
 	return nil, errors.Join(errs...)

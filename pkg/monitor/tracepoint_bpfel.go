@@ -50,7 +50,7 @@ const (
 	tracepointProgPhantomTpSendfile64      = "phantom_tp_sendfile64"
 	tracepointProgPhantomTpSplice          = "phantom_tp_splice"
 	tracepointVarPhantomDaemonTgid         = "phantom_daemon_tgid"
-	tracepointVarPhantomDirectFdLoad       = "phantom_direct_fd_load"
+	tracepointVarPhantomFdAccess           = "phantom_fd_access"
 	tracepointVarPhantomLostEvents         = "phantom_lost_events"
 	tracepointVarPhantomSelftestArmed      = "phantom_selftest_armed"
 	tracepointVarPhantomSelftestHits       = "phantom_selftest_hits"
@@ -135,7 +135,7 @@ type tracepointMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracepointVariableSpecs struct {
 	PhantomDaemonTgid    *ebpf.VariableSpec `ebpf:"phantom_daemon_tgid"`
-	PhantomDirectFdLoad  *ebpf.VariableSpec `ebpf:"phantom_direct_fd_load"`
+	PhantomFdAccess      *ebpf.VariableSpec `ebpf:"phantom_fd_access"`
 	PhantomLostEvents    *ebpf.VariableSpec `ebpf:"phantom_lost_events"`
 	PhantomSelftestArmed *ebpf.VariableSpec `ebpf:"phantom_selftest_armed"`
 	PhantomSelftestHits  *ebpf.VariableSpec `ebpf:"phantom_selftest_hits"`
@@ -182,7 +182,7 @@ func (m *tracepointMaps) Close() error {
 // It can be passed to loadTracepointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracepointVariables struct {
 	PhantomDaemonTgid    *ebpf.Variable `ebpf:"phantom_daemon_tgid"`
-	PhantomDirectFdLoad  *ebpf.Variable `ebpf:"phantom_direct_fd_load"`
+	PhantomFdAccess      *ebpf.Variable `ebpf:"phantom_fd_access"`
 	PhantomLostEvents    *ebpf.Variable `ebpf:"phantom_lost_events"`
 	PhantomSelftestArmed *ebpf.Variable `ebpf:"phantom_selftest_armed"`
 	PhantomSelftestHits  *ebpf.Variable `ebpf:"phantom_selftest_hits"`

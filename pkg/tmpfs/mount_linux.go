@@ -56,7 +56,7 @@ type Mounter struct {
 func NewMounter(logger *slog.Logger) *Mounter {
 	m := &Mounter{
 		logger:  discardLogger(logger),
-		mounter: mount.NewWithoutSystemd(""),
+		mounter: syscallMounter{Interface: mount.NewWithoutSystemd("")},
 		noswap:  kernelSupportsNoswap(),
 		grace:   SupersededGrace,
 	}
