@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0
 LDFLAGS   := -s -w -X github.com/phantom-sec/phantom/pkg/version.Version=$(VERSION)
 BINARIES  := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-unit sanity contract demo bench generate lint fmt clean
+.PHONY: all build test sanity contract demo bench generate lint fmt clean manifests manifests-check chart-golden e2e
 
 all: build
 
@@ -49,3 +49,15 @@ fmt:
 
 clean:
 	rm -rf $(BIN)
+
+## manifests: render deploy/phantom.yaml from the Helm chart
+manifests:
+	$(GO) run ./tests/chart/cmd/render -f deploy/values.yaml -o deploy/phantom.yaml
+
+## manifests-check: fail when deploy/phantom.yaml is stale
+manifests-check:
+	$(GO) run ./tests/chart/cmd/render -f deploy/values.yaml -o deploy/phantom.yaml -check
+
+## chart-golden: rewrite the chart's golden renders
+chart-golden:
+	$(GO) test ./tests/chart -run TestGoldenRenders -update

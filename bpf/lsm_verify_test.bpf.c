@@ -3,7 +3,7 @@
  * Test-only programs that run the LSM hook bodies of lsm_hooks.h through
  * the verifier on kernels that refuse BPF LSM programs. Each is a BTF
  * tracepoint program whose tracepoint passes the same trusted pointer type
- * as the LSM hook; the tests load them and never attach them.
+ * as the LSM hook. The tests load them and never attach them.
  */
 #include "lsm_hooks.h"
 #include <bpf/bpf_tracing.h>

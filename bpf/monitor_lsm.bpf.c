@@ -32,7 +32,8 @@ int BPF_PROG(phantom_lsm_file_permission, struct file *file, int mask, int ret)
 {
 	if (ret)
 		return ret;
-	return phantom_lsm_file_access(file, PHANTOM_KIND_FILE_READ);
+	return phantom_lsm_file_access(file, (mask & PHANTOM_MAY_WRITE) ? PHANTOM_KIND_FILE_WRITE
+								       : PHANTOM_KIND_FILE_READ);
 }
 
 SEC("lsm/mmap_file")

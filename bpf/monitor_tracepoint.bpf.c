@@ -76,12 +76,12 @@ static __always_inline void phantom_check_pid(s32 vpid, __u32 kind, __u32 detail
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 /*
- * How the fd hooks read kernel memory, set by the loader to the highest
- * level the kernel accepts: 2 also indexes the fd table through
- * bpf_rdonly_cast() to void (btf_id 0); 1 follows file->f_inode->i_sb
- * through bpf_rdonly_cast() to struct file; 0 uses probe reads only. The
- * verifier drops the branches not taken, so each kernel verifies only what
- * it supports.
+ * Kernel-memory access level of the fd hooks, set by the loader to the
+ * highest level the kernel accepts. Level 1 follows file->f_inode->i_sb
+ * through bpf_rdonly_cast() to struct file. Level 2 also indexes the fd
+ * table through bpf_rdonly_cast() to void (btf_id 0). Level 0 uses probe
+ * reads only. The verifier drops the branches not taken, so each kernel
+ * verifies only what it supports.
  */
 const volatile __u32 phantom_fd_access = 0;
 

@@ -11,9 +11,9 @@
  *
  * A protected pod is identified by its pod-level cgroup v2 id, registered by
  * user space together with the cgroup's level in the hierarchy. A Phantom
- * volume is identified by the s_dev of its tmpfs superblock: every volume is
- * a tmpfs mounted for one pod, so the device alone names the volume and stays
- * valid across the file swaps of a secret rotation, which replace inodes.
+ * volume is identified by the s_dev of its tmpfs superblock. Every volume is
+ * a tmpfs mounted for one pod, so the device alone names the volume. It also
+ * stays valid when a secret rotation swaps in new inodes.
  */
 #ifndef PHANTOM_H
 #define PHANTOM_H
@@ -31,6 +31,13 @@
 
 /* include/uapi/linux/magic.h */
 #define PHANTOM_PROC_SUPER_MAGIC 0x9fa0
+
+/* include/linux/fs.h */
+#define PHANTOM_MAY_WRITE 0x2
+
+/* include/uapi/linux/stat.h */
+#define PHANTOM_S_IFMT 00170000
+#define PHANTOM_S_IFREG 0100000
 
 /* Bit 7 of a task's exit code is set when the kernel wrote a core dump. */
 #define PHANTOM_EXIT_CORE_DUMPED 0x80
@@ -69,6 +76,7 @@ enum phantom_kind {
 	PHANTOM_KIND_FILE_READ = 6,
 	PHANTOM_KIND_FILE_MMAP = 7,
 	PHANTOM_KIND_COREDUMP = 8,
+	PHANTOM_KIND_FILE_WRITE = 9,
 };
 
 enum phantom_action {
@@ -378,8 +386,8 @@ static __always_inline __u32 phantom_proc_kind(struct file *file)
  * number magic. Phantom volume files are matched by device first: a clear
  * bit in the prefilter ends the check for nearly every file on the node.
  * procfs files are matched by name when want_mem or want_environ allows the
- * kind; callers that allow neither may pass 0 as magic. The LSM path sees
- * /proc/<pid>/mem in ptrace_access_check instead.
+ * kind; callers that allow neither may pass 0 as magic. The LSM path
+ * handles /proc/<pid>/mem in ptrace_access_check instead.
  */
 static __always_inline enum phantom_verdict
 phantom_check_file(struct file *file, __u32 dev, unsigned long magic, __u32 kind,
@@ -392,6 +400,15 @@ phantom_check_file(struct file *file, __u32 dev, unsigned long magic, __u32 kind
 	if (phantom_volume_maybe(dev)) {
 		vol = bpf_map_lookup_elem(&phantom_volumes, &dev);
 		if (vol) {
+			/*
+			 * Only file contents are secret. Listing the volume's
+			 * directories (kubelet cleanup, an administrator's ls)
+			 * and the ..data symlink stay allowed.
+			 */
+			umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+
+			if ((mode & PHANTOM_S_IFMT) != PHANTOM_S_IFREG)
+				return PHANTOM_VERDICT_IGNORE;
 			a.pod_cgroup = vol->pod_cgroup;
 			pod = bpf_map_lookup_elem(&phantom_pods, &a.pod_cgroup);
 			if (!pod)
@@ -419,9 +436,10 @@ phantom_check_file(struct file *file, __u32 dev, unsigned long magic, __u32 kind
 }
 
 /*
- * Record a core dump of a protected process. Runs at exit of the thread
- * group leader, whose exit code carries the core-dumped bit once the kernel
- * has written the dump; no LSM hook can stop a dump, so this only records.
+ * Record a core dump of a protected process. This runs at the exit of the
+ * thread group leader, whose exit code carries the core-dumped bit once the
+ * kernel has written the dump. No LSM hook can stop a dump, so this only
+ * records it.
  */
 static __always_inline void phantom_check_coredump(void)
 {

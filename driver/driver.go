@@ -2,6 +2,14 @@
 // node plugin, the driver `secrets.phantom.dev`. NodePublishVolume logs in
 // to OpenBao as the pod, reads the volume's secrets and writes them to a
 // tmpfs mounted at the target path.
+//
+// Between publishes the driver keeps volumes current: kubelet republishes
+// about every minute (requiresRepublish), and one background goroutine
+// renews leases and rotates content when they are due in between. Copies
+// of what it read stay in a cache (memory and sealed on the node's tmpfs),
+// so pods of one service account share reads and new pods can start while
+// OpenBao is unreachable. An index under the state directory lets a
+// restarted daemon find its volumes again.
 package driver
 
 import (
@@ -19,11 +27,26 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 
 	"github.com/phantom-sec/phantom/pkg/bao"
+	"github.com/phantom-sec/phantom/pkg/cache"
+	"github.com/phantom-sec/phantom/pkg/circuit"
 	"github.com/phantom-sec/phantom/pkg/fetch"
+	"github.com/phantom-sec/phantom/pkg/satoken"
+	"github.com/phantom-sec/phantom/pkg/secret"
+	"github.com/phantom-sec/phantom/pkg/state"
 	"github.com/phantom-sec/phantom/pkg/tmpfs"
+)
+
+// Defaults of Config.
+const (
+	// DefaultRefreshInterval is how often KV content is read again.
+	DefaultRefreshInterval = 5 * time.Minute
+	// DefaultOutageWait bounds how long a publish with nothing cached waits
+	// for OpenBao to come back; kubelet gives a publish about two minutes.
+	DefaultOutageWait = 30 * time.Second
 )
 
 // DefaultName is the CSI driver name.
@@ -48,6 +71,13 @@ type Mounter interface {
 	IsMounted(target string) (bool, error)
 	Unmount(target string) error
 	WriteFiles(target string, files []tmpfs.File, opts tmpfs.WriteOptions, readOnly bool) (changed bool, err error)
+	List() ([]string, error)
+}
+
+// TokenVerifier verifies a pod's service-account token offline: signature
+// against the cluster's keys and issuer. *jwks.Verifier implements it.
+type TokenVerifier interface {
+	Verify(ctx context.Context, token secret.String) (*satoken.Claims, error)
 }
 
 // Config configures a Driver.
@@ -71,6 +101,26 @@ type Config struct {
 	// RequestTimeout bounds the OpenBao part of a publish.
 	RequestTimeout time.Duration
 
+	// Cache keeps copies of what was read; nil makes a memory-only cache
+	// without grace period.
+	Cache *cache.Cache
+	// Verifier verifies pod tokens offline. Without it every new pod logs
+	// in to OpenBao and no cached copy is served to it.
+	Verifier TokenVerifier
+	// Breaker is the circuit breaker of the Bao client. With it, a publish
+	// that has nothing cached waits up to OutageWait for OpenBao.
+	Breaker *circuit.Breaker
+	// Index keeps the volume index for restart recovery; nil keeps none.
+	Index *state.Store
+	// RefreshInterval is how often KV content is read again, unless the
+	// volume sets refreshInterval. Zero means DefaultRefreshInterval.
+	RefreshInterval time.Duration
+	// OutageWait bounds the wait for OpenBao of a publish with nothing
+	// cached. Zero means DefaultOutageWait; negative disables waiting.
+	OutageWait time.Duration
+	// GracePeriod is the cache's grace period, for messages only.
+	GracePeriod time.Duration
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -81,11 +131,13 @@ type Driver struct {
 	csi.UnimplementedIdentityServer
 	csi.UnimplementedNodeServer
 
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics
-	volumes *volumes
-	ready   atomic.Bool
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics
+	volumes   *volumes
+	scheduler *scheduler
+	reads     singleflight.Group
+	ready     atomic.Bool
 
 	mu     sync.Mutex
 	server *grpc.Server
@@ -110,6 +162,15 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 30 * time.Second
 	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if cfg.OutageWait == 0 {
+		cfg.OutageWait = DefaultOutageWait
+	}
+	if cfg.Cache == nil {
+		cfg.Cache = cache.New(cache.Config{Now: cfg.Now, Logger: cfg.Logger})
+	}
 
 	var errs []error
 	if cfg.NodeID == "" {
@@ -132,10 +193,11 @@ func New(cfg Config) (*Driver, error) {
 	}
 
 	return &Driver{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: newMetrics(cfg.Registerer),
-		volumes: newVolumes(),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   newMetrics(cfg.Registerer),
+		volumes:   newVolumes(),
+		scheduler: newScheduler(cfg.Now),
 	}, nil
 }
 
@@ -150,7 +212,20 @@ func (d *Driver) Run(ctx context.Context, endpoint string) error {
 }
 
 // Serve serves CSI on listener until ctx is done, then stops gracefully.
+// It runs the background loop that renews leases and rotates content.
+// Call Recover before Serve to take over the volumes of an earlier run.
 func (d *Driver) Serve(ctx context.Context, listener net.Listener) error {
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		d.scheduler.run(loopCtx, d.background)
+	}()
+	defer func() {
+		stopLoop()
+		<-loopDone
+	}()
+
 	server := grpc.NewServer(grpc.UnaryInterceptor(d.logErrors))
 	csi.RegisterIdentityServer(server, d)
 	csi.RegisterNodeServer(server, d)

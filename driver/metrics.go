@@ -11,6 +11,11 @@ type metrics struct {
 	publishDuration *prometheus.HistogramVec
 	unpublishes     *prometheus.CounterVec
 	volumes         prometheus.Gauge
+	leases          prometheus.Gauge
+	renewals        *prometheus.CounterVec
+	rotations       *prometheus.CounterVec
+	recovered       prometheus.Counter
+	graceServed     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,9 +37,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "phantom_node_volumes_mounted",
 			Help: "Phantom volumes currently mounted on this node.",
 		}),
+		leases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "phantom_leases_held",
+			Help: "Leases of dynamic secrets held by the volumes on this node.",
+		}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phantom_lease_renewals_total",
+			Help: "Lease renewals by result: ok, capped (OpenBao granted less: max TTL near), failed (rejected: lease gone), unavailable.",
+		}, []string{"result"}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phantom_rotations_total",
+			Help: "Volume content rotations by reason: kv_changed, lease_max_ttl, lease_expired, lease_lost, after_outage.",
+		}, []string{"reason"}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phantom_volumes_recovered_total",
+			Help: "Volumes taken over from the index at startup.",
+		}),
+		graceServed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phantom_cache_grace_served_total",
+			Help: "Publishes that served a cached copy past its expiry because OpenBao was unavailable.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.publishes, m.publishDuration, m.unpublishes, m.volumes)
+		reg.MustRegister(m.publishes, m.publishDuration, m.unpublishes, m.volumes,
+			m.leases, m.renewals, m.rotations, m.recovered, m.graceServed)
 	}
 	return m
 }

@@ -2,21 +2,21 @@ package driver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
-	"github.com/phantom-sec/phantom/pkg/bao"
-	"github.com/phantom-sec/phantom/pkg/fetch"
 	"github.com/phantom-sec/phantom/pkg/satoken"
 	"github.com/phantom-sec/phantom/pkg/secret"
 	"github.com/phantom-sec/phantom/pkg/spec"
-	"github.com/phantom-sec/phantom/pkg/tmpfs"
 )
 
 // publishRequest is a validated NodePublishVolumeRequest.
@@ -27,6 +27,10 @@ type publishRequest struct {
 	gid      *int64
 	pod      satoken.Pod
 	spec     *spec.Spec
+	// attrs are the volume attributes without kubelet's tokens; specHash
+	// identifies them.
+	attrs    map[string]string
+	specHash string
 	token    secret.String
 	maxBytes int64
 }
@@ -95,8 +99,11 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 
 	if vol, ok := d.volumes.get(req.GetVolumeId()); ok {
 		d.revokeLeases(ctx, log, vol.identity, vol.leases)
+		d.scheduler.cancel(vol.id)
 		d.metrics.volumes.Set(float64(d.volumes.delete(vol.id)))
+		d.metrics.leases.Set(float64(d.volumes.leaseCount()))
 	}
+	d.deleteIndex(log, req.GetVolumeId())
 	log.Info("volume unpublished")
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }
@@ -164,6 +171,8 @@ func (d *Driver) parsePublish(req *csi.NodePublishVolumeRequest) (*publishReques
 		return nil, err
 	}
 
+	stored := maps.Clone(attrs)
+	delete(stored, spec.KubeletTokens)
 	return &publishRequest{
 		volumeID: req.GetVolumeId(),
 		target:   req.GetTargetPath(),
@@ -171,100 +180,24 @@ func (d *Driver) parsePublish(req *csi.NodePublishVolumeRequest) (*publishReques
 		gid:      gid,
 		pod:      pod,
 		spec:     s,
+		attrs:    stored,
+		specHash: hashAttributes(stored, req.GetReadonly(), gid, maxBytes),
 		token:    token,
 		maxBytes: maxBytes,
 	}, nil
 }
 
-// publish does the work of a validated request: check the token, read the
-// secrets, then mount and write. Reading comes first, so a failing OpenBao
-// leaves no mount and no partial files behind.
-func (d *Driver) publish(ctx context.Context, log *slog.Logger, r *publishRequest) error {
-	unlock := d.volumes.lock(r.volumeID)
-	defer unlock()
-
-	prev, republish := d.volumes.get(r.volumeID)
-	if republish && prev.target != r.target {
-		return fmt.Errorf("%w: volume %s is published at %s, not %s", errTargetConflict, r.volumeID, prev.target, r.target)
-	}
-
-	// The token must be the pod's own, for the right audience, and valid.
-	claims, err := satoken.Parse(r.token)
-	if err != nil {
-		return err
-	}
-	if err := claims.Check(r.pod, d.cfg.Audience, d.cfg.Now()); err != nil {
-		return err
-	}
-
-	// Read as the pod.
-	id := bao.Identity{Namespace: r.pod.Namespace, ServiceAccount: r.pod.ServiceAccount, Role: roleOf(r)}
-	fetchCtx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
-	defer cancel()
-	var content *fetch.Result
-	err = d.cfg.Sessions.WithSession(fetchCtx, id, r.token, func(session *bao.Session) error {
-		var err error
-		content, err = d.cfg.Fetcher.Fetch(fetchCtx, session, id, r.spec)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("read secrets for pod %s/%s as OpenBao role %q: %w", r.pod.Namespace, r.pod.Name, id.Role, err)
-	}
-
-	// Mount (once) and swap the files in atomically.
-	created, err := d.cfg.Mounter.Mount(r.target, tmpfs.MountOptions{SizeBytes: r.maxBytes, GID: r.gid})
-	if err != nil {
-		d.revokeLeases(ctx, log, id, content.Leases)
-		return fmt.Errorf("mount tmpfs at %s: %w", r.target, err)
-	}
-	changed, err := d.cfg.Mounter.WriteFiles(r.target, content.Files, tmpfs.WriteOptions{GID: r.gid, MaxBytes: r.maxBytes}, r.readOnly)
-	if err != nil {
-		d.revokeLeases(ctx, log, id, content.Leases)
-		if created {
-			if cleanupErr := d.cfg.Mounter.Unmount(r.target); cleanupErr != nil {
-				log.Error("failed to remove the mount of a failed publish", logKeyError, cleanupErr.Error())
-			}
-		}
-		return fmt.Errorf("write files to %s: %w", r.target, err)
-	}
-
-	// Replace the record; leases of the previous content are no longer used.
-	vol := &volume{
-		id: r.volumeID, target: r.target, pod: r.pod, identity: id,
-		readOnly: r.readOnly, leases: content.Leases, published: d.cfg.Now(),
-	}
-	d.metrics.volumes.Set(float64(d.volumes.put(vol)))
-	if republish {
-		// NOTE: dynamic secrets are read again on every republish, so
-		// their credentials change each time kubelet republishes.
-		d.revokeLeases(ctx, log, id, prev.leases)
-	}
-
-	switch {
-	case !republish:
-		log.Info("volume published", logKeyFiles, len(content.Files))
-	case changed:
-		log.Info("volume content updated", logKeyFiles, len(content.Files))
-	}
-	return nil
-}
-
-// revokeLeases revokes leases with the identity's cached session. Without
-// one (its token expired), the leases run out at their TTL.
-func (d *Driver) revokeLeases(ctx context.Context, log *slog.Logger, id bao.Identity, leases []fetch.Lease) {
-	if len(leases) == 0 {
-		return
-	}
-	session := d.cfg.Sessions.Cached(id)
-	if session == nil {
-		log.Warn("no OpenBao session to revoke leases; they expire at their TTL", "leases", len(leases))
-		return
-	}
-	for _, lease := range leases {
-		if err := session.RevokeLease(ctx, lease.ID); err != nil {
-			log.Warn("failed to revoke lease; it expires at its TTL", "lease_id", lease.ID, logKeyError, err.Error())
-		}
-	}
+// hashAttributes identifies what a volume was published with, tokens
+// excluded, so a republish with other settings is a new publish.
+func hashAttributes(attrs map[string]string, readOnly bool, gid *int64, maxBytes int64) string {
+	encoded, _ := json.Marshal(struct {
+		Attrs    map[string]string
+		ReadOnly bool
+		GID      *int64
+		MaxBytes int64
+	}{attrs, readOnly, gid, maxBytes}) // maps encode with sorted keys
+	sum := sha256.Sum256(encoded)
+	return hex.EncodeToString(sum[:])
 }
 
 func roleOf(r *publishRequest) string {

@@ -5,20 +5,48 @@ import (
 	"time"
 
 	"github.com/phantom-sec/phantom/pkg/bao"
-	"github.com/phantom-sec/phantom/pkg/fetch"
 	"github.com/phantom-sec/phantom/pkg/satoken"
+	"github.com/phantom-sec/phantom/pkg/spec"
+	"github.com/phantom-sec/phantom/pkg/state"
 )
 
-// volume is what the driver remembers of a published volume. It holds no
-// secret value.
+// volume is what the driver remembers of a published volume. Only the
+// held leases carry secret values, in memory.
 type volume struct {
-	id        string
-	target    string
-	pod       satoken.Pod
-	identity  bao.Identity
-	readOnly  bool
-	leases    []fetch.Lease
-	published time.Time
+	id       string
+	target   string
+	pod      satoken.Pod
+	saUID    string
+	identity bao.Identity
+	spec     *spec.Spec
+	// attrs are the volume attributes without kubelet's tokens, for the
+	// index.
+	attrs    map[string]string
+	specHash string
+	readOnly bool
+	gid      *int64
+	maxBytes int64
+
+	leases      []*heldLease
+	refreshedAt time.Time
+	refresh     time.Duration
+	// degraded means some content came from a cached copy past its expiry
+	// or from another volume's lease: it is replaced at the next chance.
+	degraded bool
+	// mounted is false for a volume recovered from the index whose target
+	// is not mounted; the next publish mounts it.
+	mounted bool
+	// retryAt delays background work after a failure.
+	retryAt time.Time
+}
+
+// heldLease is a lease the volume owns, with the secret it issued.
+type heldLease struct {
+	state.Lease
+	// secret is nil after a restart when the sealed cache lost the copy.
+	secret *bao.Secret
+	// lost is set when OpenBao rejected a renewal: the lease is gone.
+	lost bool
 }
 
 // volumes is the table of published volumes, with one lock per volume id
@@ -84,4 +112,39 @@ func (v *volumes) delete(id string) (count int) {
 
 	delete(v.byID, id)
 	return len(v.byID)
+}
+
+// leaseCount returns how many leases the volumes hold.
+func (v *volumes) leaseCount() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+
+	n := 0
+	for _, vol := range v.byID {
+		n += len(vol.leases)
+	}
+	return n
+}
+
+// record returns the index record of vol.
+func (vol *volume) record() *state.Record {
+	r := &state.Record{
+		VolumeID: vol.id, Target: vol.target,
+		Namespace: vol.pod.Namespace, PodName: vol.pod.Name, PodUID: vol.pod.UID, ServiceAccount: vol.pod.ServiceAccount,
+		Role: vol.identity.Role, Attributes: vol.attrs, SpecHash: vol.specHash,
+		ReadOnly: vol.readOnly, GID: vol.gid, MaxBytes: vol.maxBytes, RefreshedAt: vol.refreshedAt,
+	}
+	for _, l := range vol.leases {
+		r.Leases = append(r.Leases, l.Lease)
+	}
+	return r
+}
+
+// leaseKeys returns the dynamic keys of the volume's leases.
+func (vol *volume) heldByKey() map[string]*heldLease {
+	held := make(map[string]*heldLease, len(vol.leases))
+	for _, l := range vol.leases {
+		held[l.Key] = l
+	}
+	return held
 }

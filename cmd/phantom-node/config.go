@@ -9,9 +9,20 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/phantom-sec/phantom/driver"
 	"github.com/phantom-sec/phantom/pkg/bao"
 	"github.com/phantom-sec/phantom/pkg/spec"
+)
+
+// Defaults of the outage flags.
+const (
+	// defaultGracePeriod covers an OpenBao restart, failover or an unseal by
+	// an operator on call, and bounds how long a cached copy can outlive a
+	// change of policy in OpenBao that this node has not seen.
+	defaultGracePeriod = time.Hour
+	defaultKeyName     = "phantom-node:sealed-cache"
 )
 
 const defaultEndpoint = "unix:///var/lib/kubelet/plugins/secrets.phantom.dev/csi.sock"
@@ -33,6 +44,16 @@ type config struct {
 	stateDir        string
 	tmpfsSizeLimit  int64
 	registrationDir string
+
+	gracePeriod     time.Duration
+	refreshInterval time.Duration
+	outageWait      time.Duration
+	keyName         string
+	jwksURL         string
+	jwksFile        string
+	jwksCAFile      string
+	jwksTokenFile   string
+	saIssuer        string
 
 	logger *slog.Logger
 }
@@ -58,6 +79,15 @@ func parseFlags(args []string, getenv func(string) string) (*config, error) {
 	fs.StringVar(&c.stateDir, "state-dir", "/run/phantom", "directory for the daemon's state; must be on a tmpfs")
 	fs.StringVar(&sizeLimit, "tmpfs-size-limit", "4Mi", "maximum size of one volume's tmpfs, such as 4Mi")
 	fs.StringVar(&c.registrationDir, "registration-dir", "/var/lib/kubelet/plugins_registry", "kubelet's plugin registration directory; empty disables self-registration")
+	fs.DurationVar(&c.gracePeriod, "grace-period", defaultGracePeriod, "how long past its expiry a cached copy may still start a new pod while OpenBao is unreachable; 0 disables")
+	fs.DurationVar(&c.refreshInterval, "refresh-interval", driver.DefaultRefreshInterval, "how often KV content is read again, unless a volume sets refreshInterval")
+	fs.DurationVar(&c.outageWait, "outage-wait", driver.DefaultOutageWait, "how long a publish with nothing cached waits for OpenBao to come back before failing with Unavailable")
+	fs.StringVar(&c.keyName, "keyring-key-name", defaultKeyName, "description of the sealed cache's key in root's kernel user keyring")
+	fs.StringVar(&c.jwksURL, "service-account-jwks-url", "", "URL of the cluster's service-account public keys (default: the API server's /openid/v1/jwks when running in a pod)")
+	fs.StringVar(&c.jwksFile, "service-account-jwks-file", "", "file with the cluster's service-account public keys as a JSON Web Key Set; overrides the URL")
+	fs.StringVar(&c.jwksCAFile, "service-account-jwks-ca-file", "", "PEM CA bundle that verifies --service-account-jwks-url (default: system roots)")
+	fs.StringVar(&c.jwksTokenFile, "service-account-jwks-token-file", "", "bearer token file sent with --service-account-jwks-url")
+	fs.StringVar(&c.saIssuer, "service-account-issuer", "", "required issuer (iss) of service-account tokens verified offline; empty skips the check")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -83,6 +113,19 @@ func parseFlags(args []string, getenv func(string) string) (*config, error) {
 	if c.openbaoCAFile != "" {
 		if _, err := os.Stat(c.openbaoCAFile); err != nil {
 			errs = append(errs, fmt.Errorf("--openbao-ca-file: %w", err))
+		}
+	}
+	switch {
+	case c.gracePeriod < 0:
+		errs = append(errs, fmt.Errorf("--grace-period %s is negative: use 0 to disable serving expired copies", c.gracePeriod))
+	case c.refreshInterval < 10*time.Second:
+		errs = append(errs, fmt.Errorf("--refresh-interval %s is shorter than 10s", c.refreshInterval))
+	case c.keyName == "":
+		errs = append(errs, errors.New("--keyring-key-name is empty"))
+	}
+	if c.jwksURL != "" {
+		if u, err := url.Parse(c.jwksURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--service-account-jwks-url %q is not an http(s) URL", c.jwksURL))
 		}
 	}
 	size, err := spec.ParseSize(sizeLimit)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/phantom-sec/phantom/driver"
 	"github.com/phantom-sec/phantom/pkg/bao"
+	"github.com/phantom-sec/phantom/pkg/circuit"
 	"github.com/phantom-sec/phantom/pkg/fetch"
 	"github.com/phantom-sec/phantom/pkg/registration"
 	"github.com/phantom-sec/phantom/pkg/tmpfs"
@@ -52,6 +53,15 @@ func run(ctx context.Context, cfg *config) error {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// The breaker exists before the client, and its probe needs the client.
+	var client *bao.Client
+	breaker := circuit.New(circuit.Config{
+		Name:       "OpenBao",
+		Probe:      func(ctx context.Context) error { return client.Probe(ctx) },
+		Logger:     log,
+		Registerer: registry,
+	})
+	defer breaker.Close()
 	client, err := bao.New(bao.Config{
 		Address:    cfg.openbaoAddr,
 		CAFile:     cfg.openbaoCAFile,
@@ -59,28 +69,40 @@ func run(ctx context.Context, cfg *config) error {
 		AuthMount:  cfg.authMount,
 		Logger:     log,
 		Registerer: registry,
+		Breaker:    breaker,
 	})
+	if err != nil {
+		return err
+	}
+	persisted, err := openState(cfg, log, registry)
 	if err != nil {
 		return err
 	}
 	d, err := driver.New(driver.Config{
-		Name:           driver.DefaultName,
-		Version:        version.Version,
-		NodeID:         cfg.nodeID,
-		Bao:            client,
-		Sessions:       bao.NewSessions(client, nil),
-		Fetcher:        fetch.New(fetch.Config{KVMount: cfg.kvMount, KVPrefix: cfg.kvPrefix}),
-		Mounter:        tmpfs.NewMounter(log),
-		Audience:       cfg.audience,
-		MaxVolumeBytes: cfg.tmpfsSizeLimit,
-		Logger:         log,
-		Registerer:     registry,
+		Name:            driver.DefaultName,
+		Version:         version.Version,
+		NodeID:          cfg.nodeID,
+		Bao:             client,
+		Sessions:        bao.NewSessions(client, nil),
+		Fetcher:         fetch.New(fetch.Config{KVMount: cfg.kvMount, KVPrefix: cfg.kvPrefix}),
+		Mounter:         tmpfs.NewMounter(log),
+		Audience:        cfg.audience,
+		MaxVolumeBytes:  cfg.tmpfsSizeLimit,
+		Cache:           persisted.cache,
+		Verifier:        persisted.verifier,
+		Breaker:         breaker,
+		Index:           persisted.index,
+		RefreshInterval: cfg.refreshInterval,
+		OutageWait:      cfg.outageWait,
+		GracePeriod:     cfg.gracePeriod,
+		Logger:          log,
+		Registerer:      registry,
 	})
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
-		return fmt.Errorf("create state directory %s: %w", cfg.stateDir, err)
+	if err := d.Recover(ctx); err != nil {
+		return fmt.Errorf("recover volumes from the index: %w", err)
 	}
 
 	log.Info("starting phantom-node", "version", version.Version, "node_id", cfg.nodeID,

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/openbao/openbao/api/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/phantom-sec/phantom/pkg/circuit"
 	"github.com/phantom-sec/phantom/pkg/secret"
 )
 
@@ -40,6 +42,8 @@ const (
 	opRenew  = "renew"
 	opRevoke = "revoke"
 	opHealth = "health"
+	// opRenewToken renews the session's own token (renew-self).
+	opRenewToken = "token_renew"
 )
 
 // Config configures a Client.
@@ -61,6 +65,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the client's metrics; nil skips registration.
 	Registerer prometheus.Registerer
+	// Breaker, when set, guards every request except Health and Probe:
+	// requests fail at once with ErrUnavailable while it is open, and the
+	// outcome of each request is recorded in it. Give it Client.Probe as
+	// its probe.
+	Breaker *circuit.Breaker
 }
 
 // Client talks to one OpenBao server. It holds no token of its own.
@@ -70,6 +79,7 @@ type Client struct {
 	mount   string
 	logger  *slog.Logger
 	metrics *metrics
+	breaker *circuit.Breaker
 }
 
 // Login is the result of a successful login.
@@ -115,6 +125,7 @@ func New(cfg Config) (*Client, error) {
 		mount:   strings.Trim(cfg.AuthMount, "/"),
 		logger:  cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
+		breaker: cfg.Breaker,
 	}, nil
 }
 
@@ -165,6 +176,7 @@ func (c *Client) Login(ctx context.Context, role string, jwt secret.String) (*Lo
 		s, err = c.base.Logical().WriteWithContext(ctx, path, body)
 		return err
 	})
+	c.metrics.logins.WithLabelValues(resultOf(err)).Inc()
 	if errors.Is(err, ErrInvalidRequest) {
 		// OpenBao returns 400 for every rejected login: an unknown role, a
 		// token with the wrong audience, expired or failing bound claims.
@@ -188,20 +200,41 @@ func (c *Client) Login(ctx context.Context, role string, jwt secret.String) (*Lo
 }
 
 // Health reports whether OpenBao is reachable, initialized and unsealed.
+// It bypasses the breaker.
 func (c *Client) Health(ctx context.Context) error {
-	return c.do(ctx, opHealth, func(ctx context.Context) error {
-		h, err := c.base.Sys().HealthWithContext(ctx)
-		if err != nil {
-			return err
-		}
-		if h.Sealed {
-			return fmt.Errorf("%w: OpenBao is sealed", ErrUnavailable)
-		}
-		if !h.Initialized {
-			return fmt.Errorf("%w: OpenBao is not initialized", ErrUnavailable)
-		}
-		return nil
+	return c.call(ctx, opHealth, c.health)
+}
+
+// Probe is the circuit breaker's probe: a sys/health request, which
+// OpenBao serves without authentication or storage access. When the
+// connection cannot be made at all, so nothing reached OpenBao, the error
+// also wraps circuit.ErrUnreachable.
+func (c *Client) Probe(ctx context.Context) error {
+	var dialFailed bool
+	err := c.call(ctx, opHealth, func(ctx context.Context) error {
+		err := c.health(ctx)
+		var opErr *net.OpError
+		dialFailed = errors.As(err, &opErr) && opErr.Op == "dial"
+		return err
 	})
+	if dialFailed {
+		return fmt.Errorf("%w: %w", circuit.ErrUnreachable, err)
+	}
+	return err
+}
+
+func (c *Client) health(ctx context.Context) error {
+	h, err := c.base.Sys().HealthWithContext(ctx)
+	if err != nil {
+		return err
+	}
+	if h.Sealed {
+		return fmt.Errorf("%w: OpenBao is sealed", ErrUnavailable)
+	}
+	if !h.Initialized {
+		return fmt.Errorf("%w: OpenBao is not initialized", ErrUnavailable)
+	}
+	return nil
 }
 
 // AuthMount returns the mount path of the auth method.
@@ -210,8 +243,25 @@ func (c *Client) AuthMount() string { return c.mount }
 // Address returns the OpenBao address.
 func (c *Client) Address() string { return c.base.Address() }
 
-// do runs one request, classifies its error and records the metric.
+// do runs one request through the breaker: it fails at once while the
+// breaker is open, and records whether OpenBao served the request.
 func (c *Client) do(ctx context.Context, op string, request func(context.Context) error) error {
+	if c.breaker != nil {
+		if err := c.breaker.Allow(); err != nil {
+			c.metrics.requests.WithLabelValues(op, "circuit_open").Inc()
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	err := c.call(ctx, op, request)
+	// A request the caller abandoned says nothing about OpenBao.
+	if c.breaker != nil && ctx.Err() == nil {
+		c.breaker.Record(errors.Is(err, ErrUnavailable), err)
+	}
+	return err
+}
+
+// call runs one request, classifies its error and records the metric.
+func (c *Client) call(ctx context.Context, op string, request func(context.Context) error) error {
 	start := time.Now()
 	err := request(ctx)
 	if err != nil && !isClassified(err) {

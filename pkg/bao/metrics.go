@@ -9,6 +9,7 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	logins   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -22,9 +23,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Duration of OpenBao requests by operation.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"op"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phantom_bao_logins_total",
+			Help: "Logins to OpenBao with a pod's service-account token, by result.",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration)
+		reg.MustRegister(m.requests, m.duration, m.logins)
 	}
 	return m
 }

@@ -142,6 +142,25 @@ func (s *Session) RenewLease(ctx context.Context, leaseID string, increment time
 	return time.Duration(raw.LeaseDuration) * time.Second, nil
 }
 
+// RenewSelf renews the session's own token by increment (zero: the
+// token's configured TTL) and returns the TTL OpenBao granted, which is
+// shorter near the token's max TTL.
+func (s *Session) RenewSelf(ctx context.Context, increment time.Duration) (time.Duration, error) {
+	var raw *api.Secret
+	err := s.client.do(ctx, opRenewToken, func(ctx context.Context) error {
+		var err error
+		raw, err = s.api.Auth().Token().RenewSelfWithContext(ctx, int(increment.Seconds()))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("renew OpenBao token of %s: %w", s.login.Accessor, err)
+	}
+	if raw == nil || raw.Auth == nil {
+		return 0, fmt.Errorf("renew OpenBao token of %s: %w: response has no auth", s.login.Accessor, ErrUnavailable)
+	}
+	return time.Duration(raw.Auth.LeaseDuration) * time.Second, nil
+}
+
 // RevokeLease revokes a lease. It puts the lease id in the URL
 // (sys/leases/revoke/<lease id>), so a policy can allow a pod to revoke
 // only the leases of its own paths, such as

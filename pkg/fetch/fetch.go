@@ -1,6 +1,7 @@
 // Package fetch turns a volume spec into the files of a Phantom volume: it
-// reads every item from OpenBao with the pod's session, concurrently, and
-// lays the results out as the spec says.
+// reads every item through a Source (the pod's OpenBao session, or the node
+// plugin's cache in front of it), concurrently, and lays the results out as
+// the spec says.
 package fetch
 
 import (
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/phantom-sec/phantom/pkg/bao"
 	"github.com/phantom-sec/phantom/pkg/spec"
@@ -35,19 +35,31 @@ type Config struct {
 	// KVPrefix is prepended to `<namespace>/<serviceAccount>` for volumes
 	// that name no secrets.
 	KVPrefix string
+	// Now stamps the issue time of leases; nil means time.Now.
+	Now func() time.Time
 }
 
-// Fetcher reads volume contents. Identical KV reads of one OpenBao identity
-// that are in flight at the same time are made once; dynamic reads are
-// never shared between volumes, because each volume owns its lease.
+// Source reads secrets for one volume. *bao.Session implements it; the
+// node plugin puts its cache in front of the session.
+type Source interface {
+	ListKV(ctx context.Context, mount, path string) ([]string, error)
+	ReadKV(ctx context.Context, mount, path string) (*bao.Secret, error)
+	ReadDynamic(ctx context.Context, path string, data map[string]any) (*bao.Secret, error)
+}
+
+var _ Source = (*bao.Session)(nil)
+
+// Fetcher reads volume contents. Dynamic items of one volume that name the
+// same path and data share one read, and so one lease.
 type Fetcher struct {
-	cfg   Config
-	reads singleflight.Group
+	cfg Config
 }
 
 // Lease is a lease of a dynamic secret held by a volume.
 type Lease struct {
-	ID        string
+	ID string
+	// Key names the dynamic read that issued it; see DynamicKey.
+	Key       string
 	Path      string
 	Duration  time.Duration
 	Renewable bool
@@ -65,16 +77,19 @@ func New(cfg Config) *Fetcher {
 	if cfg.KVMount == "" {
 		cfg.KVMount = "secret"
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Fetcher{cfg: cfg}
 }
 
-// Fetch reads the items of s with session. With no items it reads every
-// secret under the identity's default prefix.
-func (f *Fetcher) Fetch(ctx context.Context, session *bao.Session, id bao.Identity, s *spec.Spec) (*Result, error) {
+// Fetch reads the items of s from src. With no items it reads every secret
+// under the identity's default prefix.
+func (f *Fetcher) Fetch(ctx context.Context, src Source, id bao.Identity, s *spec.Spec) (*Result, error) {
 	items := s.Items
 	if len(items) == 0 {
 		var err error
-		if items, err = f.defaultItems(ctx, session, id, s); err != nil {
+		if items, err = f.defaultItems(ctx, src, id, s); err != nil {
 			return nil, err
 		}
 	}
@@ -91,9 +106,9 @@ func (f *Fetcher) Fetch(ctx context.Context, session *bao.Session, id bao.Identi
 				mu.Lock()
 				read := dynamicReadFor(dynamic, item)
 				mu.Unlock()
-				secrets[i], err = read.do(gctx, session, item)
+				secrets[i], err = read.do(gctx, src, item)
 			} else {
-				secrets[i], err = f.readKV(gctx, session, id, f.mountOf(s, item), item.Path)
+				secrets[i], err = src.ReadKV(gctx, f.mountOf(s, item), item.Path)
 			}
 			return err
 		})
@@ -102,15 +117,15 @@ func (f *Fetcher) Fetch(ctx context.Context, session *bao.Session, id bao.Identi
 		return nil, err
 	}
 
-	return layout(s, items, secrets)
+	return layout(s, items, secrets, f.cfg.Now())
 }
 
 // defaultItems lists the identity's default prefix and returns one item per
 // secret found there, each landing in a directory named after it.
-func (f *Fetcher) defaultItems(ctx context.Context, session *bao.Session, id bao.Identity, s *spec.Spec) ([]spec.Item, error) {
+func (f *Fetcher) defaultItems(ctx context.Context, src Source, id bao.Identity, s *spec.Spec) ([]spec.Item, error) {
 	prefix := path.Join(f.cfg.KVPrefix, id.Namespace, id.ServiceAccount)
 	mount := f.mountOf(s, spec.Item{})
-	keys, err := session.ListKV(ctx, mount, prefix)
+	keys, err := src.ListKV(ctx, mount, prefix)
 	if err != nil {
 		if errors.Is(err, bao.ErrNotFound) {
 			return nil, fmt.Errorf("no secrets under %s/%s (the default for volumes without a %q attribute): write secrets there or list them in %q: %w",
@@ -137,19 +152,6 @@ func (f *Fetcher) defaultItems(ctx context.Context, session *bao.Session, id bao
 	return items, nil
 }
 
-func (f *Fetcher) readKV(ctx context.Context, session *bao.Session, id bao.Identity, mount, p string) (*bao.Secret, error) {
-	// The session's token is part of the key: two identities never share a
-	// read, even of the same path.
-	key := strings.Join([]string{session.Login().Accessor, id.Namespace, id.ServiceAccount, id.Role, mount, p}, "\x00")
-	v, err, _ := f.reads.Do(key, func() (any, error) {
-		return session.ReadKV(ctx, mount, p)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*bao.Secret), nil
-}
-
 func (f *Fetcher) mountOf(s *spec.Spec, item spec.Item) string {
 	switch {
 	case item.Mount != "":
@@ -169,9 +171,15 @@ type dynamicRead struct {
 	err    error
 }
 
+// DynamicKey names a dynamic read by its path and request data. Reads with
+// equal keys issue interchangeable credentials.
+func DynamicKey(path string, data map[string]any) string {
+	encoded, _ := json.Marshal(data) // map[string]any from YAML always encodes
+	return path + "\x00" + string(encoded)
+}
+
 func dynamicReadFor(reads map[string]*dynamicRead, item spec.Item) *dynamicRead {
-	data, _ := json.Marshal(item.Data) // map[string]any from YAML always encodes
-	key := item.Path + "\x00" + string(data)
+	key := DynamicKey(item.Path, item.Data)
 	read, ok := reads[key]
 	if !ok {
 		read = &dynamicRead{}
@@ -180,9 +188,9 @@ func dynamicReadFor(reads map[string]*dynamicRead, item spec.Item) *dynamicRead 
 	return read
 }
 
-func (r *dynamicRead) do(ctx context.Context, session *bao.Session, item spec.Item) (*bao.Secret, error) {
+func (r *dynamicRead) do(ctx context.Context, src Source, item spec.Item) (*bao.Secret, error) {
 	r.once.Do(func() {
-		r.secret, r.err = session.ReadDynamic(ctx, item.Path, item.Data)
+		r.secret, r.err = src.ReadDynamic(ctx, item.Path, item.Data)
 	})
 	return r.secret, r.err
 }

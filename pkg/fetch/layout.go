@@ -14,10 +14,9 @@ import (
 
 // layout places the secrets read for items into files and collects the
 // leases of dynamic items.
-func layout(s *spec.Spec, items []spec.Item, secrets []*bao.Secret) (*Result, error) {
+func layout(s *spec.Spec, items []spec.Item, secrets []*bao.Secret, now time.Time) (*Result, error) {
 	result := &Result{}
 	seenLeases := make(map[string]bool)
-	now := time.Now()
 
 	for i, item := range items {
 		sec := secrets[i]
@@ -30,7 +29,8 @@ func layout(s *spec.Spec, items []spec.Item, secrets []*bao.Secret) (*Result, er
 		if sec.LeaseID != "" && !seenLeases[sec.LeaseID] {
 			seenLeases[sec.LeaseID] = true
 			result.Leases = append(result.Leases, Lease{
-				ID: sec.LeaseID, Path: item.Path, Duration: sec.LeaseDuration, Renewable: sec.Renewable, Issued: now,
+				ID: sec.LeaseID, Key: DynamicKey(item.Path, item.Data), Path: item.Path,
+				Duration: sec.LeaseDuration, Renewable: sec.Renewable, Issued: now,
 			})
 		}
 	}

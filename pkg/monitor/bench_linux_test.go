@@ -1,8 +1,10 @@
 package monitor
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,28 +12,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// workload runs n iterations of a syscall loop.
+type workload func(n int) error
+
 // BenchmarkOpenReadClose measures the cost of the loaded programs on the
 // hottest hooks: open exit and read entry run for every file on the node.
-// Compare ns/op of the unloaded and loaded sub-benchmarks of one run.
+// See benchmarkUnloadedLoaded for the sub-benchmarks.
 func BenchmarkOpenReadClose(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "data")
 	if err := os.WriteFile(path, make([]byte, 64), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 128)
-	loop := func(b *testing.B) {
-		for b.Loop() {
+	benchmarkUnloadedLoaded(b, func(n int) error {
+		for range n {
 			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				b.Fatal(err)
+				return err
 			}
 			if _, err := unix.Read(fd, buf); err != nil {
-				b.Fatal(err)
+				return err
 			}
 			unix.Close(fd)
 		}
-	}
-	benchmarkUnloadedLoaded(b, loop)
+		return nil
+	})
 }
 
 // BenchmarkGetpidStat measures a workload that touches no traced syscall:
@@ -43,23 +48,59 @@ func BenchmarkGetpidStat(b *testing.B) {
 		b.Fatal(err)
 	}
 	var st unix.Stat_t
-	loop := func(b *testing.B) {
-		for b.Loop() {
+	benchmarkUnloadedLoaded(b, func(n int) error {
+		for range n {
 			unix.Getpid()
 			if err := unix.Stat(path, &st); err != nil {
-				b.Fatal(err)
+				return err
 			}
 		}
-	}
-	benchmarkUnloadedLoaded(b, loop)
+		return nil
+	})
 }
 
-// benchmarkUnloadedLoaded runs loop without programs, then with the
-// monitor loaded on its automatic path and a pod and volume registered, so
-// the hot hooks take their real early exits.
-func benchmarkUnloadedLoaded(b *testing.B, loop func(*testing.B)) {
+// benchmarkUnloadedLoaded runs work in these sub-benchmarks:
+//
+//   - unloaded: no programs.
+//   - tracing-floor: only the ptrace tracepoint program attached, which the
+//     loop never calls. It measures what enabling any syscall tracepoint
+//     costs, because every syscall then takes the kernel's syscall tracing
+//     path.
+//   - loaded: the monitor on its automatic path with a pod and a volume
+//     registered, so the hot hooks take their real early exits.
+//   - loaded-bpf-stats: as loaded, with the kernel's BPF statistics on. It
+//     reports the time spent inside the programs per run (bpf-ns/run),
+//     counted over every process on the node.
+//   - paired: alternates short unloaded and loaded rounds with the programs
+//     detached and attached in between, and reports the median of the
+//     per-round overhead (overhead-%). Pairing cancels most of the drift
+//     that load from other processes adds between separate sub-benchmarks.
+//   - paired-trace-reads: paired with Config.TraceReads set, which adds the
+//     read-family hooks on the tracepoint path.
+//   - paired-tracing-floor: paired with only the ptrace program, the floor
+//     of any syscall tracepoint.
+func benchmarkUnloadedLoaded(b *testing.B, work workload) {
 	requireRoot(b)
+	loop := func(b *testing.B) {
+		if err := work(b.N); err != nil {
+			b.Fatal(err)
+		}
+	}
+
 	b.Run("unloaded", loop)
+	b.Run("tracing-floor", func(b *testing.B) {
+		floor := loadPtraceOnly(b)
+		defer floor.close()
+		if err := floor.attachAll(); err != nil {
+			b.Fatal(err)
+		}
+		loop(b)
+	})
+	b.Run("paired-tracing-floor", func(b *testing.B) {
+		floor := loadPtraceOnly(b)
+		defer floor.close()
+		benchmarkPaired(b, floor, work)
+	})
 
 	m, err := New(Config{Logger: discardLogger()})
 	if err != nil {
@@ -73,29 +114,92 @@ func benchmarkUnloadedLoaded(b *testing.B, loop func(*testing.B)) {
 	if err := m.RegisterVolume(pod.UID, unix.Mkdev(0, 4095)); err != nil {
 		b.Fatal(err)
 	}
-	b.Run("loaded", func(b *testing.B) {
-		b.Logf("monitor path: %s", m.Status().Path)
+	b.Logf("monitor path: %s", m.Status().Path)
+
+	b.Run("loaded", loop)
+	b.Run("loaded-bpf-stats", func(b *testing.B) {
 		stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 		if err != nil {
-			b.Logf("BPF run-time statistics unavailable: %v", err)
-			loop(b)
-			return
+			b.Skipf("BPF run-time statistics unavailable: %v", err)
 		}
 		defer stats.Close()
 
 		before := programStats(b, m)
 		loop(b)
-		after := programStats(b, m)
-		var runtime time.Duration
-		var runs uint64
-		for name, st := range after {
-			runtime += st.Runtime - before[name].Runtime
-			runs += st.RunCount - before[name].RunCount
-		}
-		if runs > 0 {
-			b.ReportMetric(float64(runtime.Nanoseconds())/float64(runs), "bpf-ns/run")
-		}
+		b.ReportMetric(programNanosPerRun(before, programStats(b, m)), "bpf-ns/run")
 	})
+	b.Run("paired", func(b *testing.B) {
+		benchmarkPaired(b, m.obj, work)
+	})
+	m.Close()
+
+	reads, err := New(Config{Logger: discardLogger(), TraceReads: true})
+	if err != nil {
+		b.Fatalf("New with TraceReads: %v", err)
+	}
+	defer reads.Close()
+	b.Run("paired-trace-reads", func(b *testing.B) {
+		benchmarkPaired(b, reads.obj, work)
+	})
+}
+
+// benchmarkPaired measures b.N iterations of work split into rounds, each
+// run once with the programs detached and once attached.
+func benchmarkPaired(b *testing.B, obj *objects, work workload) {
+	const rounds = 20
+	perRound := max(b.N/(2*rounds), 1)
+	var overheads []float64
+	for range rounds {
+		b.StopTimer()
+		if err := obj.detachAll(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		unloaded, err := timeWork(work, perRound)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := obj.attachAll(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		loaded, err := timeWork(work, perRound)
+		if err != nil {
+			b.Fatal(err)
+		}
+		overheads = append(overheads, 100*(loaded.Seconds()-unloaded.Seconds())/unloaded.Seconds())
+	}
+	slices.Sort(overheads)
+	b.ReportMetric(overheads[len(overheads)/2], "overhead-%")
+}
+
+func timeWork(work workload, n int) (time.Duration, error) {
+	start := time.Now()
+	err := work(n)
+	return time.Since(start), err
+}
+
+// detachAll closes the object's links, leaving the programs loaded.
+func (o *objects) detachAll() error {
+	var errs []error
+	for _, l := range o.links {
+		errs = append(errs, l.Close())
+	}
+	o.links = nil
+	return errors.Join(errs...)
+}
+
+// attachAll attaches the object's programs again after detachAll.
+func (o *objects) attachAll() error {
+	for _, a := range o.attached {
+		l, err := attach(a.hook, o.coll.Programs[a.program])
+		if err != nil {
+			return err
+		}
+		o.links = append(o.links, l)
+	}
+	return nil
 }
 
 // programStats returns the kernel's run-time statistics of the monitor's
@@ -111,4 +215,38 @@ func programStats(b *testing.B, m *Monitor) map[string]ebpf.ProgramStats {
 		out[name] = *st
 	}
 	return out
+}
+
+func programNanosPerRun(before, after map[string]ebpf.ProgramStats) float64 {
+	var runtime time.Duration
+	var runs uint64
+	for name, st := range after {
+		runtime += st.Runtime - before[name].Runtime
+		runs += st.RunCount - before[name].RunCount
+	}
+	if runs == 0 {
+		return 0
+	}
+	return float64(runtime.Nanoseconds()) / float64(runs)
+}
+
+// loadPtraceOnly loads the tracepoint object with only its sys_enter_ptrace
+// program set up for attachAll. The benchmark loop makes no ptrace call.
+func loadPtraceOnly(b *testing.B) *objects {
+	b.Helper()
+	if _, err := ensureTracefs(); err != nil {
+		b.Fatal(err)
+	}
+	spec, err := loadTracepoint()
+	if err != nil {
+		b.Fatal(err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatalf("load tracepoint programs: %v", err)
+	}
+	return &objects{
+		coll:     coll,
+		attached: []attachment{{program: "phantom_tp_ptrace", hook: "tracepoint/syscalls/sys_enter_ptrace"}},
+	}
 }

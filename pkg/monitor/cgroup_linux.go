@@ -33,7 +33,7 @@ func CgroupV2Root() (string, error) {
 }
 
 // PodCgroup finds the pod-level cgroup v2 directory that kubelet created for
-// the pod UID and returns its cgroup id, its level and its path. It knows
+// the pod UID and returns its cgroup id, its level and its path. It checks
 // the cgroupfs layout (kubepods/pod<uid>, kubepods/burstable/pod<uid>,
 // kubepods/besteffort/pod<uid>) and the systemd layout
 // (kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice

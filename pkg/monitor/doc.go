@@ -3,7 +3,7 @@
 // outside those pods.
 //
 // A protected pod is registered with its pod-level cgroup v2 id and level
-// (see [PodCgroup]); its Phantom volumes are registered by the device number
+// (see [PodCgroup]). Its Phantom volumes are registered by the device number
 // of their tmpfs. The programs then act on:
 //
 //   - attach-mode ptrace access to a process of the pod: PTRACE_ATTACH and
@@ -11,7 +11,8 @@
 //     /proc/<pid>/mem. Read-mode checks, which runc exec, CNI plugins and
 //     readers of /proc/<pid>/ns and /proc/<pid>/status use, are never acted on;
 //   - opening /proc/<pid>/environ of a process of the pod;
-//   - opening, reading and mapping files of the pod's Phantom volumes;
+//   - opening, reading and mapping regular files of the pod's Phantom
+//     volumes (listing their directories stays allowed);
 //   - core dumps of a process of the pod (recorded only: no hook can stop one),
 //     and a core_pattern that sends dumps to a program or a file, reported
 //     once at startup.
@@ -32,16 +33,19 @@
 // Where LSM programs cannot be loaded, the monitor falls back to syscall
 // tracepoints ([PathTracepoint]). A tracepoint cannot veto a syscall, so in
 // enforce mode the caller is killed with SIGKILL through bpf_send_signal. The
-// kill acts after the syscall has started: the killed process never returns
-// to user space, but a read has already copied its data, so a reader that
-// shares that memory with another process (a MAP_SHARED buffer, a second
-// process on the other end) may still leak it. Accesses that bypass syscalls
-// (io_uring operations) are not seen on this path. The LSM path is the
-// strong one; the tracepoint path detects reliably and limits damage.
+// kill acts after the syscall has started. The killed process never returns
+// to user space, but a read has already copied its data. A reader that
+// shares that memory with another process (through a MAP_SHARED mapping,
+// say) may still leak it. Accesses that bypass syscalls (io_uring
+// operations) are not seen on this path. The LSM path is the strong one;
+// the tracepoint path detects and limits damage.
+// By default the tracepoint path judges Phantom files when they are opened;
+// [Config.TraceReads] adds the read-family hooks, which also catch reads
+// through a descriptor the reader did not open itself.
 //
 // [Monitor.Status], the log line written by [New] and the metric
 // phantom_monitor_path say which path is active. Status().Limits lists what
-// the active path cannot see on the running kernel, such as ptrace on
+// the active path cannot see with this kernel and Config, such as ptrace on
 // kernels that do not let tracepoint programs resolve a pid to a task.
 //
 // docs/runtime-protection.md describes the hooks, modes and limits for

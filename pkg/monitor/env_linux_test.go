@@ -28,9 +28,10 @@ import (
 // eventTimeout bounds the wait for an event to reach the audit log.
 const eventTimeout = 5 * time.Second
 
-// testEnv is a protected pod on the real kernel: a pod cgroup with a victim
-// process holding a canary, a Phantom tmpfs volume with the canary in a
-// file, a second container cgroup in the pod, and a cgroup of another pod.
+// testEnv is a protected pod on the real kernel. Its pod cgroup contains a
+// victim process that holds a canary and a second container cgroup. A
+// Phantom tmpfs volume holds the canary in a file, and a cgroup of another
+// pod hosts the attackers.
 type testEnv struct {
 	t        *testing.T
 	mon      *Monitor
@@ -44,9 +45,11 @@ type testEnv struct {
 	insiderDir  string
 	outsiderDir string
 	containerID string
-	victimPID   int
-	volumeDev   uint64
-	target      attackTarget
+	// attackerContainerID names the outsider's cgroup like a container's.
+	attackerContainerID string
+	victimPID           int
+	volumeDev           uint64
+	target              attackTarget
 }
 
 // newTestEnv loads the monitor on path and builds the pod. It returns nil
@@ -145,7 +148,8 @@ func (e *testEnv) makeCgroups() {
 	e.podDir = filepath.Join(base, "pod"+e.pod.UID)
 	e.victimDir = filepath.Join(e.podDir, "cri-containerd-"+containerHex+".scope")
 	e.insiderDir = filepath.Join(e.podDir, "insider")
-	e.outsiderDir = filepath.Join(base, "other-pod", "attacker")
+	e.attackerContainerID = strings.Repeat("ab", 32)
+	e.outsiderDir = filepath.Join(base, "other-pod", "cri-containerd-"+e.attackerContainerID+".scope")
 
 	dirs := []string{base, e.podDir, e.victimDir, e.insiderDir, filepath.Dir(e.outsiderDir), e.outsiderDir}
 	for _, dir := range dirs {
@@ -281,7 +285,7 @@ type attackResult struct {
 func (r attackResult) String() string {
 	switch {
 	case r.status.Signaled():
-		return fmt.Sprintf("pid %d killed by %v", r.pid, r.status.Signal())
+		return fmt.Sprintf("pid %d killed by signal %d (%v)", r.pid, r.status.Signal(), r.status.Signal())
 	case r.status.Exited():
 		return fmt.Sprintf("pid %d exited %d (stderr %q)", r.pid, r.status.ExitStatus(), r.stderr)
 	}
@@ -296,6 +300,7 @@ func (e *testEnv) attack(dir, name string) attackResult {
 		pidEnv+"="+strconv.Itoa(e.target.pid),
 		addrEnv+"="+strconv.FormatUint(uint64(e.target.addr), 10),
 		fileEnv+"="+e.target.file,
+		moveEnv+"="+e.outsiderDir,
 		canaryEnv+"="+string(e.target.canary),
 	)
 	defer closeCgroup()
@@ -378,10 +383,11 @@ type auditRecord struct {
 		CgroupID  uint64 `json:"cgroup_id"`
 	} `json:"pod"`
 	Actor struct {
-		PID      uint32 `json:"pid"`
-		Comm     string `json:"comm"`
-		CgroupID uint64 `json:"cgroup_id"`
-		Cgroup   string `json:"cgroup"`
+		PID       uint32 `json:"pid"`
+		Comm      string `json:"comm"`
+		CgroupID  uint64 `json:"cgroup_id"`
+		Cgroup    string `json:"cgroup"`
+		Container string `json:"container"`
 	} `json:"actor"`
 	Target struct {
 		PID    uint32 `json:"pid"`

@@ -26,6 +26,7 @@ var (
 		6: KindFileRead,
 		7: KindFileMmap,
 		8: KindCoreDump,
+		9: KindFileWrite,
 	}
 	actionNames = map[uint32]string{
 		1: ActionAudit,
@@ -76,6 +77,8 @@ func (e Event) Message() string {
 		access = fmt.Sprintf("read Phantom file %q (inode %d)", e.Target.File, e.Target.Inode)
 	case KindFileMmap:
 		access = fmt.Sprintf("mapped Phantom file %q (inode %d)", e.Target.File, e.Target.Inode)
+	case KindFileWrite:
+		access = fmt.Sprintf("wrote to Phantom file %q (inode %d)", e.Target.File, e.Target.Inode)
 	default:
 		access = "accessed the pod"
 	}
@@ -112,6 +115,7 @@ func (e Event) attrs() []slog.Attr {
 			slog.String("comm", e.Actor.Comm),
 			slog.Uint64("cgroup_id", e.Actor.CgroupID),
 			slog.String("cgroup", e.Actor.Cgroup),
+			slog.String("container", e.Actor.Container),
 		),
 	}
 	target := []any{}

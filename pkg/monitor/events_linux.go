@@ -156,6 +156,7 @@ func (m *Monitor) newEvent(rec *lsmPhantomEvent) Event {
 	if e.Target.CgroupID != 0 && e.Target.CgroupID != e.PodCgroup {
 		e.Container = containerID(e.Target.Cgroup)
 	}
+	e.Actor.Container = containerID(e.Actor.Cgroup)
 
 	m.mu.Lock()
 	if uid, ok := m.byCgroup[rec.PodCgroup]; ok {

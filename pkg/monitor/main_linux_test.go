@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -26,6 +28,7 @@ const (
 	pidEnv    = "PHANTOM_MONITOR_TEST_PID"
 	addrEnv   = "PHANTOM_MONITOR_TEST_ADDR"
 	fileEnv   = "PHANTOM_MONITOR_TEST_FILE"
+	moveEnv   = "PHANTOM_MONITOR_TEST_MOVE_TO"
 )
 
 // Exit codes of the attacker helper.
@@ -74,6 +77,9 @@ func TestMain(m *testing.M) {
 	case "crasher":
 		runCrasher()
 		return
+	case "tgid":
+		runTGIDReporter()
+		return
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s %q\n", helperEnv, os.Getenv(helperEnv))
 		os.Exit(2)
@@ -96,6 +102,16 @@ func runVictim() {
 	runtime.KeepAlive(buf)
 }
 
+// runTGIDReporter prints getpid() and the id kernelTGID learns.
+func runTGIDReporter() {
+	tgid, err := kernelTGID()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(exitFailed)
+	}
+	fmt.Printf("%d %d\n", os.Getpid(), tgid)
+}
+
 // runCrasher dumps core: with GOTRACEBACK=crash set by the test, the Go
 // runtime ends an unrecovered panic with SIGABRT.
 func runCrasher() {
@@ -110,7 +126,13 @@ func runCrasher() {
 func runAttacker() int {
 	pid, _ := strconv.Atoi(os.Getenv(pidEnv))
 	addr, _ := strconv.ParseUint(os.Getenv(addrEnv), 10, 64)
-	target := attackTarget{pid: pid, addr: uintptr(addr), file: os.Getenv(fileEnv), canary: []byte(os.Getenv(canaryEnv))}
+	target := attackTarget{
+		pid:    pid,
+		addr:   uintptr(addr),
+		file:   os.Getenv(fileEnv),
+		moveTo: os.Getenv(moveEnv),
+		canary: []byte(os.Getenv(canaryEnv)),
+	}
 
 	err := runAttack(os.Getenv(attackEnv), target)
 	switch {
@@ -128,11 +150,13 @@ func runAttacker() int {
 }
 
 // attackTarget is what an attack reads: the victim's pid and canary
-// address, the Phantom file, and the canary to compare with.
+// address, the Phantom file, and the canary to compare with. moveTo is the
+// cgroup the inherited-read attack moves itself into.
 type attackTarget struct {
 	pid    int
 	addr   uintptr
 	file   string
+	moveTo string
 	canary []byte
 }
 
@@ -149,6 +173,9 @@ const (
 	attackFileRead     = "file_read"
 	attackProcNS       = "proc_ns"
 	attackProcStatus   = "proc_status"
+	attackVolumeList   = "volume_list"
+	// attackInheritedRead opens the file, leaves for target.moveTo, reads.
+	attackInheritedRead = "inherited_read"
 )
 
 // runAttack performs one access on target. The test process runs it too,
@@ -195,6 +222,17 @@ func runAttack(name string, target attackTarget) error {
 			return err
 		}
 		return f.Close()
+	case attackInheritedRead:
+		return inheritedRead(target)
+	case attackVolumeList:
+		entries, err := os.ReadDir(filepath.Dir(target.file))
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			return errors.New("volume directory is empty")
+		}
+		return nil
 	case attackProcStatus:
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", target.pid))
 		if err != nil {
@@ -236,6 +274,26 @@ func ptraceRead(target attackTarget, seize bool) error {
 	}
 	if peekErr != nil {
 		return fmt.Errorf("ptrace peek: %w", peekErr)
+	}
+	return compareCanary(got, target.canary)
+}
+
+// inheritedRead opens the file where it runs, moves the whole process into
+// the cgroup at target.moveTo and then reads through the open descriptor.
+func inheritedRead(target attackTarget) error {
+	f, err := os.Open(target.file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+
+	procs := filepath.Join(target.moveTo, "cgroup.procs")
+	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return fmt.Errorf("move to %s: %w", target.moveTo, err)
+	}
+	got := make([]byte, len(target.canary))
+	if _, err := io.ReadFull(f, got); err != nil {
+		return err
 	}
 	return compareCanary(got, target.canary)
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Mode says what the monitor does with an access from outside a pod.
+// Mode selects what the monitor does with an access from outside a pod.
 type Mode string
 
 const (
@@ -45,6 +45,7 @@ const (
 	KindFileOpen    = "file_open"    // open of a Phantom volume file
 	KindFileRead    = "file_read"    // read of a Phantom volume file
 	KindFileMmap    = "file_mmap"    // mmap of a Phantom volume file
+	KindFileWrite   = "file_write"   // write to a Phantom volume file (LSM path)
 	KindCoreDump    = "coredump"     // core dump written for a protected process
 )
 
@@ -78,7 +79,7 @@ type PodRef struct {
 }
 
 // EventRecorder publishes a Kubernetes Event on a pod. Implementations
-// record a Warning event with the given reason and message; they must not
+// record a Warning event with the given reason and message. They must not
 // block for long, because the monitor calls them from its event loop.
 type EventRecorder interface {
 	PodEvent(pod PodRef, reason, message string)
@@ -100,9 +101,15 @@ type Config struct {
 	// ForcePath selects PathLSM or PathTracepoint only, without fallback.
 	// PathAuto tries LSM first.
 	ForcePath Path
-	// DaemonPID is the process always allowed to access protected pods.
-	// Zero means the calling process.
-	DaemonPID int
+	// TraceReads attaches the tracepoint path to the read family too (read,
+	// readv, pread64, preadv, preadv2, sendfile64, splice, copy_file_range
+	// and mmap). Without it, the tracepoint path judges file access when a
+	// descriptor is opened, which covers every reader that opens the file
+	// itself. With it, a reader holding a descriptor it got otherwise is
+	// caught too: one passed over a Unix socket by a process of the pod, or
+	// opened before the reader left the pod's cgroup. The cost is a program
+	// run on every read on the node. The LSM path always checks reads.
+	TraceReads bool
 	// EventInterval is the minimum time between two Kubernetes Events for
 	// the same pod, kind, action and acting process. Zero means one minute.
 	// Audit lines and metrics are never suppressed.
@@ -125,9 +132,6 @@ func (c Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("invalid ForcePath %q: use %q, %q or empty for automatic", c.ForcePath, PathLSM, PathTracepoint))
 	}
-	if c.DaemonPID < 0 {
-		errs = append(errs, fmt.Errorf("invalid DaemonPID %d: use a process id or 0 for the calling process", c.DaemonPID))
-	}
 	if c.EventInterval < 0 {
 		errs = append(errs, fmt.Errorf("invalid EventInterval %s: use a positive duration or 0 for one minute", c.EventInterval))
 	}
@@ -138,7 +142,7 @@ func (c Config) validate() error {
 type Status struct {
 	// Path is PathLSM, PathTracepoint or PathDisabled.
 	Path Path
-	// Reason says why the LSM path is not active, or why nothing loaded.
+	// Reason explains why the LSM path is not active, or why nothing loaded.
 	Reason string
 	// Programs lists the attached programs as hook names, such as
 	// "lsm/file_open" or "tracepoint/syscalls/sys_enter_ptrace".
@@ -220,6 +224,9 @@ type Process struct {
 	CgroupID uint64
 	// Cgroup is the name of the process's own cgroup directory.
 	Cgroup string
+	// Container is the container id in that name, if it has one: the
+	// acting container when the actor runs in another pod.
+	Container string
 }
 
 // Target describes what was accessed: a process or a file.

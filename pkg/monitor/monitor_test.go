@@ -158,7 +158,7 @@ func TestEventReasonAndMessage(t *testing.T) {
 }
 
 func TestKindAndActionNamesCoverEnums(t *testing.T) {
-	wantKinds := []string{KindPtrace, KindProcessVM, KindProcMem, KindProcEnviron, KindFileOpen, KindFileRead, KindFileMmap, KindCoreDump}
+	wantKinds := []string{KindPtrace, KindProcessVM, KindProcMem, KindProcEnviron, KindFileOpen, KindFileRead, KindFileMmap, KindCoreDump, KindFileWrite}
 	for i, want := range wantKinds {
 		if got := kindNames[uint32(i+1)]; got != want {
 			t.Errorf("kindNames[%d] = %q, want %q", i+1, got, want)

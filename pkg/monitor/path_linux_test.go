@@ -3,6 +3,8 @@ package monitor
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,7 +15,7 @@ import (
 )
 
 // attackCase is an attach-mode access and the event kind each path records
-// for it. The LSM path sees process_vm_readv as a ptrace access check.
+// for it. On the LSM path process_vm_readv is a ptrace access check.
 type attackCase struct {
 	attack         string
 	tracepointKind string
@@ -30,8 +32,8 @@ var attachAttacks = []attackCase{
 }
 
 // readModeAttacks must pass untouched: runc exec, CNI plugins and
-// monitoring agents read these.
-var readModeAttacks = []string{attackProcNS, attackProcStatus}
+// monitoring agents read these, and kubelet lists volume directories.
+var readModeAttacks = []string{attackProcNS, attackProcStatus, attackVolumeList}
 
 func (c attackCase) kind(path Path) string {
 	if path == PathLSM {
@@ -72,11 +74,12 @@ func TestTracepointPathProbeReads(t *testing.T) {
 }
 
 // TestTracepointPathWithoutTaskKfuncs loads the variant for kernels that
-// refuse task kfuncs in tracepoint programs: procfs and file accesses are
-// still stopped, ptrace and process_vm_readv pass, and Status says so.
+// refuse task kfuncs in tracepoint programs. Procfs and file accesses are
+// still stopped, ptrace and process_vm_readv pass, and Status lists that.
 func TestTracepointPathWithoutTaskKfuncs(t *testing.T) {
 	e := newTestEnvConfig(t, Config{ForcePath: PathTracepoint, noTaskKfuncs: true})
-	if limits := e.mon.Status().Limits; len(limits) != 1 || !strings.Contains(limits[0], "ptrace attach") {
+	limits := e.mon.Status().Limits
+	if !slices.ContainsFunc(limits, func(l string) bool { return strings.Contains(l, "ptrace attach") }) {
 		t.Errorf("Status().Limits = %q, want the ptrace limitation", limits)
 	}
 	e.register(ModeEnforce)
@@ -99,6 +102,36 @@ func TestTracepointPathWithoutTaskKfuncs(t *testing.T) {
 		}
 	}
 	e.expectNoRecords(t, unseen...)
+}
+
+// TestTracepointReadsOfInheritedDescriptor opens the secret inside the pod,
+// moves the process out of the pod's cgroup and reads through the open
+// descriptor. Only the read hooks of Config.TraceReads see that read.
+func TestTracepointReadsOfInheritedDescriptor(t *testing.T) {
+	t.Run("TraceReads kills the reader", func(t *testing.T) {
+		e := newTestEnvConfig(t, Config{ForcePath: PathTracepoint, TraceReads: true})
+		e.register(ModeEnforce)
+		r := e.attack(e.insiderDir, attackInheritedRead)
+		if !r.status.Signaled() || r.status.Signal() != syscall.SIGKILL {
+			t.Fatalf("reader: %v, want killed by SIGKILL", r)
+		}
+		c := attackCase{attack: attackFileRead, tracepointKind: KindFileRead}
+		e.checkRecord(t, c, PathTracepoint, r.pid, ActionKill)
+	})
+
+	t.Run("default misses the read", func(t *testing.T) {
+		e := newTestEnvConfig(t, Config{ForcePath: PathTracepoint})
+		limits := e.mon.Status().Limits
+		if !slices.ContainsFunc(limits, func(l string) bool { return strings.Contains(l, "TraceReads") }) {
+			t.Errorf("Status().Limits = %q, want the TraceReads limitation", limits)
+		}
+		e.register(ModeEnforce)
+		r := e.attack(e.insiderDir, attackInheritedRead)
+		if !r.status.Exited() || r.status.ExitStatus() != exitSucceeded {
+			t.Fatalf("reader: %v, want exit 0 (reads are not traced by default)", r)
+		}
+		e.expectNoRecords(t, r.pid)
+	})
 }
 
 func TestLSMPath(t *testing.T) {
@@ -263,7 +296,8 @@ func (e *testEnv) checkRecord(t *testing.T, c attackCase, path Path, pid int, ac
 	want.Path = string(path)
 	want.Action = action
 	want.Pod.Namespace, want.Pod.Name, want.Pod.UID, want.Pod.CgroupID = e.pod.Namespace, e.pod.Name, e.pod.UID, e.pod.CgroupID
-	want.Actor.Cgroup = "attacker"
+	want.Actor.Cgroup = filepath.Base(e.outsiderDir)
+	want.Actor.Container = e.attackerContainerID
 	if c.targetsFile() {
 		want.Target.File = "password"
 		want.Target.Device = e.volumeDev

@@ -3,10 +3,13 @@ package monitor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,6 +139,9 @@ func TestDisabledMonitor(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.metrics.path.WithLabelValues(string(PathDisabled))); got != 1 {
 		t.Errorf("phantom_monitor_path{path=disabled} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.metrics.errors.WithLabelValues(reasonLoad)); got != 1 {
+		t.Errorf("phantom_monitor_errors_total{reason=load} = %v, want 1", got)
 	}
 	pod := Pod{Namespace: "ns", Name: "p", UID: "u", CgroupID: 5, CgroupLevel: 2}
 	if err := m.RegisterPod(pod); !errors.Is(err, ErrDisabled) {
@@ -273,5 +279,83 @@ func TestEventDueLimitsKubernetesEvents(t *testing.T) {
 		if got := m.eventDue(s.event); got != s.want {
 			t.Errorf("step %d: eventDue = %v, want %v", i, got, s.want)
 		}
+	}
+}
+
+// TestKernelTGIDInPIDNamespace runs a helper in a new pid namespace, where
+// getpid() returns 1, and checks that kernelTGID returns its pid in the
+// initial namespace, which the programs compare with.
+func TestKernelTGIDInPIDNamespace(t *testing.T) {
+	requireRoot(t)
+	got, err := kernelTGID()
+	if err != nil {
+		t.Fatalf("kernelTGID: %v", err)
+	}
+	if int(got) != os.Getpid() {
+		t.Errorf("kernelTGID() = %d in the initial pid namespace, want %d", got, os.Getpid())
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=tgid")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run helper in a new pid namespace: %v", err)
+	}
+	var nsPID, kernelPID int
+	if _, err := fmt.Sscan(stdout.String(), &nsPID, &kernelPID); err != nil {
+		t.Fatalf("parse helper output %q: %v", stdout.String(), err)
+	}
+	if nsPID != 1 {
+		t.Errorf("helper getpid() = %d, want 1 in its new pid namespace", nsPID)
+	}
+	if kernelPID != cmd.Process.Pid {
+		t.Errorf("helper kernelTGID() = %d, want its pid %d in the initial namespace", kernelPID, cmd.Process.Pid)
+	}
+}
+
+// TestCloseStopsRun checks that Close ends a running Run with nil.
+func TestCloseStopsRun(t *testing.T) {
+	requireRoot(t)
+	m, err := New(Config{ForcePath: PathTracepoint, Logger: discardLogger()})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(context.Background()) }()
+
+	// Wait until Run has opened its reader, so Close has one to close.
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		m.runMu.Lock()
+		started := m.reader != nil
+		m.runMu.Unlock()
+		if started {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not open the ring buffer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if err := m.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after Close = %v, want nil", err)
+		}
+	case <-time.After(eventTimeout):
+		t.Fatal("Run did not return after Close")
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := m.Run(context.Background()); err == nil {
+		t.Error("Run after Close = nil, want an error")
 	}
 }

@@ -67,16 +67,18 @@ func (t *caTracker) observe(pod *corev1.Pod, now time.Time) error {
 }
 
 // bundle returns the PEM caBundle: every CA seen within retention that has
-// not expired, oldest first. It forgets the others.
+// not expired, oldest first. It drops expired CAs from the tracker. CAs
+// past retention stay in it, for known, until they expire.
 func (t *caTracker) bundle(now time.Time) []byte {
 	t.mu.Lock()
 	var current []*x509.Certificate
 	for key, entry := range t.seen {
-		if now.Sub(entry.lastSeen) > t.retention || !now.Before(entry.cert.NotAfter) {
+		switch {
+		case !now.Before(entry.cert.NotAfter):
 			delete(t.seen, key)
-			continue
+		case now.Sub(entry.lastSeen) <= t.retention:
+			current = append(current, entry.cert)
 		}
-		current = append(current, entry.cert)
 	}
 	t.mu.Unlock()
 
@@ -94,8 +96,8 @@ func (t *caTracker) bundle(now time.Time) []byte {
 	return out
 }
 
-// known reports whether every certificate of a caBundle is a CA that a
-// replica published at some point still remembered.
+// known reports whether every certificate of a caBundle is an unexpired
+// CA that a replica published while this process watched.
 func (t *caTracker) known(bundle []byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -33,9 +33,8 @@ const (
 	namespaceNameLabel    = "kubernetes.io/metadata.name"
 	systemNamespace       = "kube-system"
 
-	labelName      = "app.kubernetes.io/name"
-	labelManagedBy = "app.kubernetes.io/managed-by"
-	managerName    = "phantom-webhook"
+	labelName   = "app.kubernetes.io/name"
+	labelPartOf = "app.kubernetes.io/part-of"
 )
 
 // ObjectConfig names the objects the reconciler keeps.
@@ -76,7 +75,7 @@ func (c ObjectConfig) Validate() []error {
 // the CAs that the replicas publish.
 //
 // Every field the API server would default is set, so the live object
-// equals this one when nobody has altered it.
+// equals this one unless someone altered it.
 func DesiredWebhookConfiguration(cfg ObjectConfig) *admissionregistrationv1.MutatingWebhookConfiguration {
 	excluded := metav1.LabelSelectorRequirement{
 		Key:      namespaceNameLabel,
@@ -148,11 +147,12 @@ func excludedNamespaces(own string) []string {
 	return []string{systemNamespace, own}
 }
 
-// DesiredCSIDriver returns the CSIDriver object of the node plugin:
-// ephemeral inline volumes only, pod info and a service-account token for
-// TokenAudience at every publish, periodic republish for rotation, and
-// fsGroup handed to the driver (which advertises VOLUME_MOUNT_GROUP)
-// rather than applied by kubelet with a recursive chown.
+// DesiredCSIDriver returns the CSIDriver object of the node plugin. It
+// allows ephemeral inline volumes only. kubelet passes pod info and a
+// service-account token for TokenAudience at every publish, and republishes
+// periodically, which drives rotation. The driver advertises
+// VOLUME_MOUNT_GROUP, so kubelet hands it the fsGroup instead of changing
+// the ownership of every file.
 func DesiredCSIDriver(cfg ObjectConfig) *storagev1.CSIDriver {
 	return &storagev1.CSIDriver{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "storage.k8s.io/v1", Kind: "CSIDriver"},
@@ -172,6 +172,9 @@ func DesiredCSIDriver(cfg ObjectConfig) *storagev1.CSIDriver {
 	}
 }
 
+// managedLabels are the labels the reconciler adds to both objects. It
+// leaves app.kubernetes.io/managed-by alone, because Helm owns that label
+// when the chart installs the objects.
 func managedLabels() map[string]string {
-	return map[string]string{labelName: "phantom", labelManagedBy: managerName}
+	return map[string]string{labelName: "phantom", labelPartOf: "phantom"}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -99,8 +100,8 @@ type Config struct {
 }
 
 // Reconciler keeps the MutatingWebhookConfiguration and the CSIDriver.
-// Every replica runs its informers, so a new leader starts with warm
-// caches and knows the CAs recently published; only the leader writes.
+// Every replica runs the informers, so a new leader starts with warm caches
+// and with the CAs published recently. Only the leader writes.
 type Reconciler struct {
 	cfg      Config
 	restores *prometheus.CounterVec
@@ -117,9 +118,14 @@ type Reconciler struct {
 	// seen records objects this process has observed, so a creation after
 	// a deletion counts as a restore and a first install does not.
 	seen map[string]bool
-	// lastBundle is the caBundle this reconciler last wrote.
-	lastBundle []byte
+	// written holds the caBundles this reconciler wrote recently, newest
+	// last. A live caBundle among them is this reconciler's own work, even
+	// when the cache that showed it was behind.
+	written [][]byte
 }
+
+// maxWrittenBundles bounds Reconciler.written.
+const maxWrittenBundles = 8
 
 // New validates cfg and sets up the informers.
 func New(cfg Config) (*Reconciler, error) {
@@ -328,6 +334,12 @@ func (r *Reconciler) enqueue(key string) {
 	}
 }
 
+func (r *Reconciler) wasSeen(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[key]
+}
+
 func (r *Reconciler) markSeen(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -342,6 +354,11 @@ func (r *Reconciler) processNext(ctx context.Context, queue workqueue.TypedRateL
 		return false
 	}
 	defer queue.Done(key)
+	// Get keeps returning queued keys after ShutDown; a former leader must
+	// not write.
+	if ctx.Err() != nil {
+		return false
+	}
 
 	var err error
 	switch key {
@@ -350,7 +367,15 @@ func (r *Reconciler) processNext(ctx context.Context, queue workqueue.TypedRateL
 	case ObjectCSIDriver:
 		err = r.syncCSIDriver(ctx)
 	}
-	if err != nil && ctx.Err() == nil {
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case apierrors.IsConflict(err):
+		// The cache was behind the API server; the watch event that
+		// brings it up to date queues the object again.
+		r.cfg.Logger.Debug("reconcile conflict, retrying", logKeyObject, key, logKeyError, err)
+		queue.AddRateLimited(key)
+		return true
+	default:
 		r.cfg.Logger.Error("reconcile failed, retrying", logKeyObject, key, logKeyError, err)
 		queue.AddRateLimited(key)
 		return true
@@ -374,11 +399,13 @@ func (r *Reconciler) syncWebhookConfiguration(ctx context.Context) error {
 
 	live, err := r.webhookLister.Get(desired.Name)
 	if apierrors.IsNotFound(err) {
+		// Read before creating: the informer marks the new object seen.
+		seenBefore := r.wasSeen(ObjectWebhookConfiguration)
 		if _, err := client.Create(ctx, desired, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create mutating webhook configuration %s: %w", desired.Name, err)
+			return ignoreStale(fmt.Errorf("create mutating webhook configuration %s: %w", desired.Name, err))
 		}
 		r.wroteBundle(bundle)
-		r.recordCreate(ObjectWebhookConfiguration, desired.Name, desired)
+		r.recordCreate(ObjectWebhookConfiguration, desired.Name, desired, seenBefore)
 		return nil
 	}
 	if err != nil {
@@ -427,17 +454,22 @@ func (r *Reconciler) currentBundle() ([]byte, error) {
 }
 
 // bundleTampered reports whether someone other than the reconciler changed
-// the caBundle: it differs from the one this reconciler last wrote, or it
-// holds a certificate no replica published.
+// the caBundle. That is the case when the caBundle contains a certificate
+// no replica published, or when this reconciler has written caBundles and
+// the live one differs from all of them.
+//
+// NOTE: a reconciler that has not written a caBundle yet cannot tell an
+// emptied caBundle from an outdated one, so it counts that as routine.
 func (r *Reconciler) bundleTampered(live []admissionregistrationv1.MutatingWebhook) bool {
 	r.mu.Lock()
-	last := r.lastBundle
+	written := r.written
 	r.mu.Unlock()
 	for _, hook := range live {
 		if !r.cas.known(hook.ClientConfig.CABundle) {
 			return true
 		}
-		if last != nil && !bytes.Equal(hook.ClientConfig.CABundle, last) {
+		ours := slices.ContainsFunc(written, func(b []byte) bool { return bytes.Equal(b, hook.ClientConfig.CABundle) })
+		if len(written) > 0 && !ours {
 			return true
 		}
 	}
@@ -447,7 +479,10 @@ func (r *Reconciler) bundleTampered(live []admissionregistrationv1.MutatingWebho
 func (r *Reconciler) wroteBundle(bundle []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lastBundle = bytes.Clone(bundle)
+	r.written = append(r.written, bytes.Clone(bundle))
+	if len(r.written) > maxWrittenBundles {
+		r.written = r.written[1:]
+	}
 }
 
 // syncCSIDriver creates or repairs the CSIDriver object. Fields that
@@ -458,10 +493,11 @@ func (r *Reconciler) syncCSIDriver(ctx context.Context) error {
 
 	live, err := r.driverLister.Get(desired.Name)
 	if apierrors.IsNotFound(err) {
+		seenBefore := r.wasSeen(ObjectCSIDriver)
 		if _, err := client.Create(ctx, desired, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create CSIDriver %s: %w", desired.Name, err)
+			return ignoreStale(fmt.Errorf("create CSIDriver %s: %w", desired.Name, err))
 		}
-		r.recordCreate(ObjectCSIDriver, desired.Name, desired)
+		r.recordCreate(ObjectCSIDriver, desired.Name, desired, seenBefore)
 		return nil
 	}
 	if err != nil {
@@ -507,12 +543,8 @@ func (r *Reconciler) recreateCSIDriver(ctx context.Context, live, desired *stora
 
 // recordCreate reports a created object: a restore if this process had
 // seen it before, otherwise a first installation.
-func (r *Reconciler) recordCreate(object, name string, created metav1.Object) {
-	r.mu.Lock()
-	seenBefore := r.seen[object]
-	r.seen[object] = true
-	r.mu.Unlock()
-
+func (r *Reconciler) recordCreate(object, name string, created metav1.Object, seenBefore bool) {
+	r.markSeen(object)
 	if seenBefore {
 		r.recordRestore(object, name, created, []string{"object was deleted"})
 		return
@@ -547,6 +579,15 @@ func (r *Reconciler) eventObject(restored metav1.Object) *corev1.ObjectReference
 		ref.UID = pod.UID
 	}
 	return ref
+}
+
+// ignoreStale drops an AlreadyExists error of a create: the informer cache
+// had not seen the object yet, and its add event queues it again.
+func ignoreStale(err error) error {
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
 }
 
 func hasLabels(have, want map[string]string) bool {

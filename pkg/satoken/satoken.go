@@ -2,9 +2,11 @@
 // hands to a CSI driver, and checks that a token belongs to the pod of the
 // request.
 //
-// Tokens are parsed without signature verification: OpenBao verifies the
-// signature at login. The checks here stop a token of one pod from being
-// used for another pod before any request leaves the node.
+// Parse decodes a token without signature verification, for requests that
+// OpenBao verifies at login: its checks stop a token of one pod from being
+// used for another pod before any request leaves the node. Verify also
+// checks the signature against the cluster's public keys, for uses that
+// OpenBao does not see, such as serving a cached copy.
 package satoken
 
 import (
@@ -37,6 +39,9 @@ var (
 	// ErrMismatch means the token belongs to another pod, service account
 	// or audience, or has expired.
 	ErrMismatch = errors.New("service-account token does not match the pod")
+	// ErrUnverified means the token's signature does not verify against
+	// any of the given keys, or its issuer is not the expected one.
+	ErrUnverified = errors.New("service-account token not verified")
 )
 
 var signatureAlgorithms = []jose.SignatureAlgorithm{
@@ -115,12 +120,50 @@ func Parse(token secret.String) (*Claims, error) {
 		return nil, fmt.Errorf("%w: not a signed JWT", ErrMalformed)
 	}
 	var std jwt.Claims
-	var private struct {
-		Kubernetes *kubernetesClaims `json:"kubernetes.io"`
-	}
+	var private privateClaims
 	if err := parsed.UnsafeClaimsWithoutVerification(&std, &private); err != nil {
 		return nil, fmt.Errorf("%w: claims are not valid JSON", ErrMalformed)
 	}
+	return claimsFrom(std, private)
+}
+
+// Verify checks the token's signature against keys, the key chosen by the
+// token's "kid" header (every key when it has none), and, unless issuer is
+// empty, its "iss" claim. It returns the claims; Check does the rest.
+func Verify(token secret.String, keys *jose.JSONWebKeySet, issuer string) (*Claims, error) {
+	parsed, err := jwt.ParseSigned(token.Reveal(), signatureAlgorithms)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a signed JWT", ErrMalformed)
+	}
+	kid := parsed.Headers[0].KeyID
+	candidates := keys.Keys
+	if kid != "" {
+		candidates = keys.Key(kid)
+	}
+
+	var std jwt.Claims
+	var private privateClaims
+	verified := false
+	for _, key := range candidates {
+		if err := parsed.Claims(key.Public().Key, &std, &private); err == nil {
+			verified = true
+			break
+		}
+	}
+	if !verified {
+		return nil, fmt.Errorf("%w: no key of the cluster's %d (key id %q) verifies its signature", ErrUnverified, len(keys.Keys), kid)
+	}
+	if issuer != "" && std.Issuer != issuer {
+		return nil, fmt.Errorf("%w: issuer %q is not the cluster's issuer %q", ErrUnverified, std.Issuer, issuer)
+	}
+	return claimsFrom(std, private)
+}
+
+type privateClaims struct {
+	Kubernetes *kubernetesClaims `json:"kubernetes.io"`
+}
+
+func claimsFrom(std jwt.Claims, private privateClaims) (*Claims, error) {
 	if private.Kubernetes == nil {
 		return nil, fmt.Errorf("%w: claim \"kubernetes.io\" is missing; is it a bound service-account token?", ErrMalformed)
 	}

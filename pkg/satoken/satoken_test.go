@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/phantom-sec/phantom/pkg/baotest"
 	"github.com/phantom-sec/phantom/pkg/secret"
 )
@@ -116,5 +118,59 @@ func TestFromRequest(t *testing.T) {
 	}
 	if _, err := FromRequest(map[string]string{TokensKey: "{"}, nil, "openbao"); !errors.Is(err, ErrMalformed) {
 		t.Errorf("FromRequest(bad JSON) = %v, want ErrMalformed", err)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	const issuerURL = "https://kubernetes.default.svc"
+	cluster, err := baotest.NewIssuer(issuerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := baotest.NewIssuer(issuerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: cluster.PublicKey(), KeyID: cluster.KeyID(), Algorithm: "RS256", Use: "sig"}}}
+	signWith := func(i *baotest.Issuer, claims map[string]any) secret.String {
+		tok, err := i.SignClaims(claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return secret.String(tok)
+	}
+	claims := baotest.PodClaims(issuerURL, identity(testPod), []string{"openbao"}, time.Now(), 10*time.Minute)
+	good := signWith(cluster, claims)
+	parts := strings.Split(good.Reveal(), ".")
+	otherPod := Pod{Namespace: "billing", Name: "w-0", UID: "uid-2", ServiceAccount: "worker"}
+	otherPayload := strings.Split(signWith(stranger, baotest.PodClaims(issuerURL, identity(otherPod), []string{"openbao"}, time.Now(), time.Hour)).Reveal(), ".")[1]
+
+	tests := []struct {
+		name   string
+		token  secret.String
+		issuer string
+		want   error
+	}{
+		{"cluster key", good, issuerURL, nil},
+		{"issuer not checked", good, "", nil},
+		{"other key with the same issuer", signWith(stranger, claims), issuerURL, ErrUnverified},
+		{"wrong issuer", good, "https://other.example", ErrUnverified},
+		{"payload swapped", secret.String(parts[0] + "." + otherPayload + "." + parts[2]), issuerURL, ErrUnverified},
+		{"not a JWT", "x", issuerURL, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Verify(tt.token, keys, tt.issuer)
+			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+				t.Fatalf("Verify() = %v, want %v", err, tt.want)
+			}
+			if tt.want == nil {
+				if err := got.Check(testPod, "openbao", time.Now()); err != nil {
+					t.Errorf("Check() after Verify = %v", err)
+				}
+			}
+		})
 	}
 }

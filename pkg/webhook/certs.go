@@ -137,8 +137,8 @@ func (m *CertManager) Ready() error {
 	return m.cfg.Trust.Trusts(m.current.Load().leaf, m.ServerName(), m.cfg.Clock.Now())
 }
 
-// PublishedCAs returns the PEM CA certificates this replica asks the
-// caBundle to contain: the current one and, during a rotation, the next.
+// PublishedCAs returns the PEM CA certificates that this replica needs in
+// the caBundle: the current one and, during a rotation, the next.
 func (m *CertManager) PublishedCAs() []byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -254,7 +254,7 @@ func (m *CertManager) sleepUntil(ctx context.Context, t time.Time) bool {
 }
 
 // issue makes a CA and a serving certificate signed by it, both ECDSA
-// P-256 and valid for Validity.
+// P-256 and valid for Validity. The CA key goes out of scope on return.
 func (m *CertManager) issue() (*servingCert, error) {
 	now := m.cfg.Clock.Now()
 	notBefore, notAfter := now.Add(-clockSkew), now.Add(m.cfg.Validity)
@@ -282,11 +282,27 @@ func (m *CertManager) issue() (*servingCert, error) {
 		return nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
 
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := m.issueServing(ca, caKey, notBefore, notAfter)
 	if err != nil {
-		return nil, fmt.Errorf("generate serving key: %w", err)
+		return nil, err
 	}
-	leafTemplate := &x509.Certificate{
+	return &servingCert{
+		cert:      cert,
+		leaf:      cert.Leaf,
+		ca:        ca,
+		caPEM:     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		rotateAt:  now.Add(m.cfg.Validity * 2 / 3),
+		expiresAt: notAfter,
+	}, nil
+}
+
+// issueServing makes the serving key and certificate, signed by ca.
+func (m *CertManager) issueServing(ca *x509.Certificate, caKey *ecdsa.PrivateKey, notBefore, notAfter time.Time) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("generate serving key: %w", err)
+	}
+	template := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: m.dnsNames[2]},
 		DNSNames:     m.dnsNames,
@@ -295,23 +311,15 @@ func (m *CertManager) issue() (*servingCert, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTemplate, ca, leafKey.Public(), caKey)
+	der, err := x509.CreateCertificate(rand.Reader, template, ca, key.Public(), caKey)
 	if err != nil {
-		return nil, fmt.Errorf("create serving certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("create serving certificate: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(leafDER)
+	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("parse serving certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("parse serving certificate: %w", err)
 	}
-
-	return &servingCert{
-		cert:      tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey, Leaf: leaf},
-		leaf:      leaf,
-		ca:        ca,
-		caPEM:     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		rotateAt:  now.Add(m.cfg.Validity * 2 / 3),
-		expiresAt: notAfter,
-	}, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 func randomSerial() *big.Int {

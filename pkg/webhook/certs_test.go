@@ -31,9 +31,9 @@ const (
 	testSwitchDelay = 30 * time.Second
 )
 
-// bundleKeeper stands in for the leader's reconciler: it collects every CA
-// a replica published and, when sync is called, writes the union into the
-// caBundle of both webhooks, as the reconciler keeps recently seen CAs.
+// bundleKeeper replaces the leader's reconciler. It collects every CA the
+// replica published. sync writes the union of them into the caBundle of
+// both webhooks, as the reconciler does with the CAs it retains.
 type bundleKeeper struct {
 	watcher *BundleWatcher
 
@@ -58,7 +58,6 @@ func (k *bundleKeeper) publications() [][]byte {
 	defer k.mu.Unlock()
 	return append([][]byte(nil), k.published...)
 }
-
 
 // sync puts every CA published so far into the caBundle.
 func (k *bundleKeeper) sync(t *testing.T) {

@@ -56,9 +56,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	return &Handler{cfg: cfg}, nil
 }
 
-// ServeHTTP answers one AdmissionReview. A request that is not a valid
+// ServeHTTP handles one AdmissionReview. A request that is not a valid
 // AdmissionReview gets an HTTP error, which the API server treats as a
-// failed call; every decision about a pod is an HTTP 200 review.
+// failed call. Every decision about a pod is an HTTP 200 review.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer func() { h.cfg.Metrics.duration.Observe(time.Since(start).Seconds()) }()

@@ -1,8 +1,8 @@
 // Package webhook is Phantom's mutating admission webhook. It adds the
 // Phantom CSI volume to pods that opt in through the `phantom.dev/inject`
-// label, validates their Phantom volume specs with the same parser the node
-// plugin uses, and serves the HTTPS endpoint with an in-memory certificate
-// whose CA it publishes on its own Pod.
+// label. It validates their Phantom volume specs with the parser the node
+// plugin uses. It serves HTTPS with an in-memory certificate and publishes
+// the certificate's CA on the replica's own Pod.
 package webhook
 
 import (
@@ -45,8 +45,8 @@ const (
 const (
 	// VolumeName is the name of the volume the webhook adds.
 	VolumeName = "phantom-secrets"
-	// DefaultMountPath is where containers see the volume unless
-	// AnnotationMountPath says otherwise.
+	// DefaultMountPath is the mount path of the volume in containers
+	// unless AnnotationMountPath sets another.
 	DefaultMountPath = "/run/secrets/phantom"
 	// DefaultDriverName is the CSI driver of the Phantom node plugin.
 	DefaultDriverName = "secrets.phantom.dev"
@@ -98,8 +98,8 @@ type NamespaceLabeler interface {
 type MutatorConfig struct {
 	// DriverName is the CSI driver of the added volume.
 	DriverName string
-	// OwnNamespace is Phantom's namespace. Pods there are never changed, so
-	// the webhook cannot block its own replicas.
+	// OwnNamespace is Phantom's namespace. Mutate skips pods there, so the
+	// webhook cannot block the creation of its own replicas.
 	OwnNamespace string
 	// Namespaces returns namespace labels.
 	Namespaces NamespaceLabeler
@@ -121,7 +121,7 @@ type Decision struct {
 	// Code and Message explain a rejection to the user.
 	Code    int32
 	Message string
-	// Reason says in a few words why a pod was skipped, for the debug log.
+	// Reason is a short explanation of a skip, for the debug log.
 	Reason string
 }
 
@@ -136,10 +136,10 @@ func NewMutator(cfg MutatorConfig) (*Mutator, error) {
 	return &Mutator{cfg: cfg}, nil
 }
 
-// Mutate decides what to do with a pod created in namespace. An error means
-// the decision could not be made (namespace lookup failed); the caller
-// rejects the request, because letting such a pod through unprotected is
-// what failurePolicy Fail is there to prevent.
+// Mutate decides what to do with a pod created in namespace. An error
+// means that the decision could not be made, because the namespace lookup
+// failed. The caller then rejects the request: letting the pod through
+// without its secrets is what failurePolicy Fail exists to prevent.
 func (m *Mutator) Mutate(ctx context.Context, pod *corev1.Pod, namespace string) (Decision, error) {
 	skipReason, prob, err := m.selected(ctx, pod, namespace)
 	switch {
@@ -216,7 +216,7 @@ func reject(code int32, message string) Decision {
 	return Decision{Result: ResultRejected, Code: code, Message: "phantom: " + message}
 }
 
-// plan is what the webhook adds to one pod.
+// plan lists the volume and the mounts the webhook adds to one pod.
 type plan struct {
 	driver     string
 	mountPath  string
@@ -272,7 +272,8 @@ func (m *Mutator) plan(pod *corev1.Pod) (*plan, []problem) {
 	return p, problems
 }
 
-// mountPathOf returns the mount path the pod asks for, or the default.
+// mountPathOf returns the mount path of the pod's annotation, or the
+// default.
 func mountPathOf(pod *corev1.Pod) (string, *problem) {
 	value, ok := pod.Annotations[AnnotationMountPath]
 	if !ok {
@@ -367,9 +368,9 @@ func describeVolume(v corev1.Volume) string {
 	return "not a CSI volume"
 }
 
-// checkSubPaths rejects subPath mounts of any Phantom volume: kubelet binds
-// a subPath once, so the mount keeps the file the volume had at start and
-// never sees a rotated secret.
+// checkSubPaths rejects subPath mounts of any Phantom volume. kubelet binds
+// a subPath once, so the mount keeps the file of the start and misses every
+// rotated secret.
 func (m *Mutator) checkSubPaths(pod *corev1.Pod) []problem {
 	phantom := map[string]bool{VolumeName: true}
 	for _, v := range pod.Spec.Volumes {

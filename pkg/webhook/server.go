@@ -15,7 +15,7 @@ import (
 )
 
 // shutdownTimeout bounds how long in-flight admissions may take to finish
-// after the server is told to stop.
+// once the server stops.
 const shutdownTimeout = 10 * time.Second
 
 // ServerConfig configures a Server.

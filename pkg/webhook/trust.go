@@ -11,8 +11,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// TrustSource tells whether the API server will trust a serving
-// certificate, from the caBundle of the webhook configuration.
+// TrustSource reports whether the API server trusts a serving
+// certificate, judged from the caBundle of the webhook configuration.
 type TrustSource interface {
 	// Trusts returns nil when the caBundle of every webhook in the
 	// configuration verifies leaf for serverName at the time at.

@@ -14,6 +14,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/phantom-sec/phantom/tests/chart/render"
@@ -263,6 +264,7 @@ func TestCSIDriver(t *testing.T) {
 				AttachRequired:       ptr.To(false),
 				PodInfoOnMount:       ptr.To(true),
 				VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecycleEphemeral},
+				StorageCapacity:      ptr.To(false),
 				FSGroupPolicy:        ptr.To(storagev1.FileFSGroupPolicy),
 				TokenRequests: []storagev1.TokenRequest{
 					{Audience: tc.audience, ExpirationSeconds: ptr.To(tc.seconds)},
@@ -406,24 +408,25 @@ func TestNodeArgs(t *testing.T) {
 			name:   "all",
 			values: allValues(t),
 			want: map[string]string{
-				"endpoint":           "unix:///tmp/phantom-e2e/kubelet/plugins/secrets.phantom.dev/csi.sock",
-				"node-id":            "$(NODE_NAME)",
-				"registration-dir":   "/tmp/phantom-e2e/kubelet/plugins_registry",
-				"openbao-addr":       testAddress,
-				"openbao-ca-file":    "/etc/phantom/openbao-ca/ca.crt",
-				"auth-method":        "kubernetes",
-				"auth-mount":         "kubernetes/cluster-a",
-				"token-audience":     "bao.example.eu",
-				"kv-mount":           "kv",
-				"kv-prefix":          "cluster-a",
-				"metrics-addr":       ":9900",
-				"log-level":          "debug",
-				"log-format":         "text",
-				"state-dir":          "/run/phantom-test",
-				"tmpfs-size-limit":   "8Mi",
-				"runtime-protection": "enforce",
-				"grace-period":       "2h30m",
-				"refresh-interval":   "90s",
+				"endpoint":               "unix:///tmp/phantom-e2e/kubelet/plugins/secrets.phantom.dev/csi.sock",
+				"node-id":                "$(NODE_NAME)",
+				"registration-dir":       "/tmp/phantom-e2e/kubelet/plugins_registry",
+				"openbao-addr":           testAddress,
+				"openbao-ca-file":        "/etc/phantom/openbao-ca/ca.crt",
+				"auth-method":            "kubernetes",
+				"auth-mount":             "kubernetes/cluster-a",
+				"token-audience":         "bao.example.eu",
+				"kv-mount":               "kv",
+				"kv-prefix":              "cluster-a",
+				"metrics-addr":           ":9900",
+				"log-level":              "debug",
+				"log-format":             "text",
+				"state-dir":              "/run/phantom-test",
+				"tmpfs-size-limit":       "8Mi",
+				"runtime-protection":     "enforce",
+				"grace-period":           "2h30m",
+				"refresh-interval":       "90s",
+				"service-account-issuer": "https://kubernetes.default.svc.cluster.local",
 			},
 		},
 	}
@@ -549,6 +552,7 @@ func TestWebhookArgs(t *testing.T) {
 		"token-audience":      "bao.example.eu",
 		"token-expiration":    "3600s",
 		"leader-election-id":  "phantom-secrets-webhook",
+		"replica-selector":    "app.kubernetes.io/component=webhook,app.kubernetes.io/instance=phantom,app.kubernetes.io/name=secrets",
 		"cert-validity":       "12h",
 		"log-level":           "warn",
 		"log-format":          "text",
@@ -600,14 +604,11 @@ func TestRBAC(t *testing.T) {
 	objects := decodeAll(t, renderValues(t, allValues(t)))
 
 	var rules []rbacv1.PolicyRule
-	roles := map[string][]rbacv1.PolicyRule{}
 	for _, r := range objectsOf[*rbacv1.ClusterRole](objects) {
 		rules = append(rules, r.Rules...)
-		roles["ClusterRole/"+r.Name] = r.Rules
 	}
 	for _, r := range objectsOf[*rbacv1.Role](objects) {
 		rules = append(rules, r.Rules...)
-		roles["Role/"+r.Name] = r.Rules
 	}
 	for _, rule := range rules {
 		for _, res := range rule.Resources {
@@ -616,8 +617,13 @@ func TestRBAC(t *testing.T) {
 			}
 		}
 		for _, verb := range rule.Verbs {
-			if verb == "*" || verb == "delete" || verb == "deletecollection" || verb == "escalate" || verb == "bind" || verb == "impersonate" {
+			switch verb {
+			case "*", "deletecollection", "escalate", "bind", "impersonate":
 				t.Errorf("rule %+v grants verb %q", rule, verb)
+			case "delete":
+				if !cmp.Equal(rule.Resources, []string{"csidrivers"}) || !cmp.Equal(rule.ResourceNames, []string{"secrets.phantom.dev"}) {
+					t.Errorf("rule %+v grants delete on more than the CSIDriver", rule)
+				}
 			}
 		}
 		for _, group := range rule.APIGroups {
@@ -626,42 +632,44 @@ func TestRBAC(t *testing.T) {
 			}
 		}
 	}
+}
 
-	wantNode := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+// TestRBACRules pins every rule, so that a new right is a reviewed change.
+// The chart README explains each one.
+func TestRBACRules(t *testing.T) {
+	t.Parallel()
+	objects := decodeAll(t, renderValues(t, allValues(t)))
+	got := map[string][]rbacv1.PolicyRule{}
+	for _, r := range objectsOf[*rbacv1.ClusterRole](objects) {
+		got["ClusterRole/"+r.Name] = r.Rules
 	}
-	if diff := cmp.Diff(wantNode, roles["ClusterRole/phantom-secrets-node"]); diff != "" {
-		t.Errorf("node ClusterRole rules (-want +got):\n%s", diff)
-	}
-
-	// Every rule on the webhook's own objects names them, except create.
-	named := map[string]string{
-		"mutatingwebhookconfigurations": "phantom-secrets-webhook",
-		"csidrivers":                    "secrets.phantom.dev",
-		"leases":                        "phantom-secrets-webhook",
-	}
-	for _, rule := range rules {
-		for _, res := range rule.Resources {
-			name, ok := named[res]
-			if !ok {
-				continue
-			}
-			if cmp.Equal(rule.Verbs, []string{"create"}) {
-				if len(rule.ResourceNames) != 0 {
-					t.Errorf("create rule on %s names resources %v, which RBAC cannot enforce on create", res, rule.ResourceNames)
-				}
-				continue
-			}
-			if !cmp.Equal(rule.ResourceNames, []string{name}) {
-				t.Errorf("rule on %s with verbs %v: resourceNames %v, want [%s]", res, rule.Verbs, rule.ResourceNames, name)
-			}
-		}
+	for _, r := range objectsOf[*rbacv1.Role](objects) {
+		got["Role/"+r.Namespace+"/"+r.Name] = r.Rules
 	}
 
-	role := objectsOf[*rbacv1.Role](objects)
-	if len(role) != 1 || role[0].Namespace != render.DefaultNamespace {
-		t.Errorf("Roles: want exactly one, in the release namespace %s", render.DefaultNamespace)
+	const webhook = "phantom-secrets-webhook"
+	want := map[string][]rbacv1.PolicyRule{
+		"ClusterRole/phantom-secrets-node": {
+			{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{NonResourceURLs: []string{"/openid/v1/jwks"}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		},
+		"ClusterRole/" + webhook: {
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{webhook}, Verbs: []string{"get", "list", "watch", "update"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"csidrivers"}, ResourceNames: []string{"secrets.phantom.dev"}, Verbs: []string{"get", "list", "watch", "update", "delete"}},
+			{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"csidrivers"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		},
+		"Role/" + render.DefaultNamespace + "/" + webhook: {
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{webhook}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch", "patch"}},
+		},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("RBAC rules (-want +got):\n%s", diff)
 	}
 }
 
@@ -797,5 +805,18 @@ func TestSelectorsMatchPodLabels(t *testing.T) {
 		if !labelsMatch(pdb.Spec.Selector.MatchLabels, deploy.Spec.Template.Labels) {
 			t.Errorf("PodDisruptionBudget %s does not select the webhook pods", pdb.Name)
 		}
+	}
+
+	// The reconciler builds the caBundle from the pods this selects.
+	args := flagValues(t, container(t, deploy.Spec.Template.Spec).Args)
+	replicas, err := labels.Parse(args["replica-selector"])
+	if err != nil {
+		t.Fatalf("--replica-selector %q: %v", args["replica-selector"], err)
+	}
+	if !replicas.Matches(labels.Set(deploy.Spec.Template.Labels)) {
+		t.Errorf("--replica-selector %q does not match the webhook pods", replicas)
+	}
+	if replicas.Matches(labels.Set(ds.Spec.Template.Labels)) {
+		t.Errorf("--replica-selector %q matches the node plugin pods", replicas)
 	}
 }

@@ -94,9 +94,9 @@ func withSet(t *testing.T, assignments ...string) map[string]any {
 	return values
 }
 
-// decoder decodes YAML into typed objects of the client-go scheme plus the
-// Prometheus Operator's monitoring.coreos.com/v1 kinds. It is strict: an
-// unknown or duplicate field is an error.
+// decoder returns a serializer that decodes YAML into typed objects of the
+// client-go scheme plus the Prometheus Operator's monitoring.coreos.com/v1
+// kinds. It is strict: an unknown or duplicate field is an error.
 func decoder(t *testing.T) *json.Serializer {
 	t.Helper()
 	s := apiruntime.NewScheme()
@@ -226,7 +226,8 @@ func webhookDeployment(t *testing.T, objects []apiruntime.Object) *appsv1.Deploy
 	return oneOf[*appsv1.Deployment](t, objects)
 }
 
-// readFile returns a repository file, failing the test when it is missing.
+// readFile returns the content of a repository file, failing the test when
+// it is missing.
 func readFile(t *testing.T, rel string) string {
 	t.Helper()
 	data, err := os.ReadFile(repoPath(t, rel))
@@ -236,7 +237,8 @@ func readFile(t *testing.T, rel string) string {
 	return string(data)
 }
 
-// errorContains reports whether err's message contains every part.
+// errorContains returns an error naming each part that err's message lacks,
+// or nil when it contains them all.
 func errorContains(err error, parts ...string) error {
 	var missing []error
 	for _, p := range parts {

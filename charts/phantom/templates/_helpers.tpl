@@ -58,6 +58,24 @@ app.kubernetes.io/part-of: phantom
 {{- end }}
 
 {{/*
+Labels of the objects that the webhook's reconciler also maintains (the
+CSIDriver and the MutatingWebhookConfiguration). The reconciler sets
+app.kubernetes.io/name and app.kubernetes.io/part-of to "phantom" on them,
+so they carry those values whatever nameOverride says. A label that the
+reconciler rewrites would flip on every upgrade and conflict with a
+server-side helm upgrade.
+*/}}
+{{- define "phantom.reconciledLabels" -}}
+helm.sh/chart: {{ include "phantom.chart" .root }}
+app.kubernetes.io/name: phantom
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: phantom
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
 Selector labels of one component. Call with (dict "root" $ "component" "node").
 */}}
 {{- define "phantom.selectorLabels" -}}
@@ -108,4 +126,27 @@ failurePolicy: Fail
 matchPolicy: Equivalent
 reinvocationPolicy: IfNeeded
 timeoutSeconds: 5
+{{- end }}
+
+{{/*
+Namespaces that the webhook never sees: kube-system and the release
+namespace, where injecting could block the pods the webhook itself needs.
+*/}}
+{{- define "phantom.excludedNamespaces" -}}
+{{- if eq .Release.Namespace "kube-system" -}}
+["kube-system"]
+{{- else -}}
+["kube-system", {{ .Release.Namespace | quote }}]
+{{- end }}
+{{- end }}
+
+{{/*
+Label selector string ("k1=v1,k2=v2", keys sorted) of a map of labels.
+*/}}
+{{- define "phantom.labelSelector" -}}
+{{- $terms := list }}
+{{- range $key := keys . | sortAlpha }}
+{{- $terms = append $terms (printf "%s=%s" $key (index $ $key)) }}
+{{- end }}
+{{- join "," $terms }}
 {{- end }}

@@ -168,6 +168,35 @@ remove_created_paths() {
   return "${failed}"
 }
 
+# Delete the local route of the service CIDR that up.sh added.
+remove_service_route() {
+  [[ -f "${SERVICE_ROUTE}" ]] || return 0
+  local cidr
+  cidr="$(cat "${SERVICE_ROUTE}")"
+  if [[ -n "$(ip route show table local exact "${cidr}")" ]] && ! ip route del local "${cidr}" dev lo table local; then
+    log "could not delete the local route for ${cidr}"
+    return 1
+  fi
+  rm -f "${SERVICE_ROUTE}"
+}
+
+# Print the nat table's rules that forward a ClusterIP to 127.0.0.1, in
+# iptables -S form.
+service_rules() {
+  command -v iptables >/dev/null || return 0
+  iptables -t nat -S OUTPUT 2>/dev/null | grep -F -- "--comment ${IPTABLES_COMMENT}" || true
+}
+
+remove_service_rules() {
+  local rule failed=0
+  while read -r rule; do
+    [[ -n "${rule}" ]] || continue
+    # shellcheck disable=SC2086 # the rule is a list of iptables arguments
+    iptables -t nat ${rule/#-A /-D } || failed=1
+  done < <(service_rules)
+  return "${failed}"
+}
+
 remove_cgroups() {
   local hierarchy dir failed=0
   for hierarchy in $(cgroup_hierarchies); do
@@ -196,6 +225,8 @@ leftovers() {
   for hierarchy in $(cgroup_hierarchies); do
     [[ -d "${hierarchy}${CGROUP_ROOT}" ]] && echo "cgroup ${hierarchy}${CGROUP_ROOT}"
   done
+  [[ -f "${SERVICE_ROUTE}" ]] && echo "local route $(cat "${SERVICE_ROUTE}")"
+  service_rules | sed 's/^/iptables nat rule /'
   return 0
 }
 
@@ -222,6 +253,8 @@ main() {
   unmount_all || status=1
   remove_cgroups || status=1
   remove_created_paths || status=1
+  remove_service_rules || status=1
+  remove_service_route || status=1
 
   local remaining
   remaining="$(leftovers)"

@@ -65,6 +65,13 @@ e2e_state_paths() {
   # The cgroup parent under which kubelet puts every pod (cgroupfs driver).
   # down.sh removes it in every hierarchy.
   CGROUP_ROOT="/phantom-e2e"
+  # Present when up.sh added the local route for the service CIDR, which
+  # down.sh then deletes.
+  SERVICE_ROUTE="${STATE}/service-route"
+  # Comment of the iptables rules that forward a Service's ClusterIP to a
+  # host-network pod on 127.0.0.1 (see the README). down.sh deletes every
+  # rule that carries it.
+  IPTABLES_COMMENT="phantom-e2e"
 }
 
 log() {

@@ -38,7 +38,7 @@ check_prerequisites() {
   for name in etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
     [[ -x "${E2E_BIN}/${name}" ]] || die "${E2E_BIN}/${name} not found; run build.sh first"
   done
-  for name in containerd containerd-shim-runc-v2 ctr runc openssl curl go; do
+  for name in containerd containerd-shim-runc-v2 ctr runc openssl curl go ip; do
     command -v "${name}" >/dev/null ||
       die "${name} not found; install it (apt-get install -y containerd runc containernetworking-plugins busybox-static openssl curl)"
   done
@@ -539,10 +539,26 @@ on_exit() {
   fi
 }
 
+# No service proxy runs. Without a route of their own, connections to the
+# service CIDR (an API server calling a webhook through its Service, a pod
+# dialing the kubernetes Service) would follow the default route and leave
+# the machine. A local route keeps them on this host: they are refused,
+# unless an iptables rule that the installation adds forwards a ClusterIP
+# to a host-network pod on 127.0.0.1.
+add_service_route() {
+  if [[ -n "$(ip route show table local exact "${E2E_SERVICE_CIDR}")$(ip route show exact "${E2E_SERVICE_CIDR}")" ]]; then
+    log "a route for the service CIDR ${E2E_SERVICE_CIDR} exists already; leaving it as it is"
+    return 0
+  fi
+  ip route add local "${E2E_SERVICE_CIDR}" dev lo || die "cannot add a local route for ${E2E_SERVICE_CIDR}"
+  echo "${E2E_SERVICE_CIDR}" >"${SERVICE_ROUTE}"
+}
+
 main() {
   check_prerequisites
   reset_state
   trap 'on_exit $?' EXIT
+  add_service_route
 
   local total_start=${SECONDS} phase_start=${SECONDS}
   generate_pki

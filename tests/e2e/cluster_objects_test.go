@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/phantom-sec/phantom/tests/e2e/setup"
+)
+
+// restoreTimeout bounds how long the webhook's reconciler may take to
+// recreate its deleted configuration.
+const restoreTimeout = 30 * time.Second
+
+// testWebhookRestored deletes the MutatingWebhookConfiguration and waits
+// for the webhook's reconciler to recreate it as installed, with a CA
+// bundle, then checks that injection works again.
+func (s *suite) testWebhookRestored(t *testing.T, alpha *tenant) {
+	ctx := context.Background()
+	configs := s.kube.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	before, err := configs.Get(ctx, setup.WebhookName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get MutatingWebhookConfiguration %s: %v", setup.WebhookName, err)
+	}
+	if err := configs.Delete(ctx, setup.WebhookName, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete MutatingWebhookConfiguration %s: %v", setup.WebhookName, err)
+	}
+	deleted := time.Now()
+
+	var restored *admissionregistrationv1.MutatingWebhookConfiguration
+	err = poll(ctx, restoreTimeout, func() (bool, error) {
+		restored, err = configs.Get(ctx, setup.WebhookName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil && restored.UID != before.UID && hasCABundles(restored), err
+	})
+	if err != nil {
+		t.Fatalf("MutatingWebhookConfiguration %s not restored with a CA bundle within %s: %v", setup.WebhookName, restoreTimeout, err)
+	}
+	t.Logf("reconciler restored the configuration %s after deletion", time.Since(deleted).Round(100*time.Millisecond))
+
+	if len(restored.Webhooks) != len(before.Webhooks) {
+		t.Errorf("restored configuration has %d webhooks, the installed one had %d", len(restored.Webhooks), len(before.Webhooks))
+	}
+	for i := range min(len(restored.Webhooks), len(before.Webhooks)) {
+		got, want := restored.Webhooks[i], before.Webhooks[i]
+		if got.Name != want.Name || !equality.Semantic.DeepEqual(got.ClientConfig.Service, want.ClientConfig.Service) || got.ClientConfig.URL != nil {
+			t.Errorf("restored webhooks[%d] is %s calling %+v, want %s calling %+v as installed", i, got.Name, got.ClientConfig.Service, want.Name, want.ClientConfig.Service)
+		}
+	}
+
+	created := s.createPod(t, basePod(alpha, "after-restore"))
+	checkInjected(t, created)
+	running := s.waitRunning(t, created)
+	s.checkFile(t, running, "config/password", alpha.secrets[alpha.kvPath("config")]["password"])
+}
+
+func hasCABundles(c *admissionregistrationv1.MutatingWebhookConfiguration) bool {
+	if len(c.Webhooks) == 0 {
+		return false
+	}
+	for _, hook := range c.Webhooks {
+		if len(hook.ClientConfig.CABundle) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// testTokenInVolumeContext upgrades the release with
+// csiDriver.serviceAccountTokenInSecrets=false, so kubelet passes the
+// pod's token in the volume context instead of the request's secrets, and
+// checks that a pod still gets its secrets. It upgrades back afterwards.
+// The scenarios before it ran with the token in the secrets.
+func (s *suite) testTokenInVolumeContext(t *testing.T, beta *tenant) {
+	ctx := context.Background()
+	upgrade := func(inSecrets bool) {
+		t.Helper()
+		opts, err := setup.ChartOptionsFor(s.cluster, s.bao, inSecrets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := setup.Install(ctx, s.cluster, opts, t.Logf); err != nil {
+			t.Fatalf("upgrade with serviceAccountTokenInSecrets=%t: %v", inSecrets, err)
+		}
+	}
+	checkDriver := func(want bool) {
+		t.Helper()
+		driver, err := s.kube.StorageV1().CSIDrivers().Get(ctx, setup.DriverName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := driver.Spec.ServiceAccountTokenInSecrets != nil && *driver.Spec.ServiceAccountTokenInSecrets
+		if got != want {
+			t.Fatalf("CSIDriver %s serviceAccountTokenInSecrets = %t, want %t", setup.DriverName, got, want)
+		}
+	}
+
+	upgrade(false)
+	t.Cleanup(func() {
+		upgrade(true)
+		checkDriver(true)
+	})
+	checkDriver(false)
+
+	pod := basePod(beta, "token-in-context")
+	declareVolume(pod, map[string]string{"secrets": secretsList([3]string{beta.kvPath("api"), "token", "token"})})
+	running := s.waitRunning(t, s.createPod(t, pod))
+	s.checkFile(t, running, "token", beta.secrets[beta.kvPath("api")]["token"])
+	// The webhook's reconciler must keep the upgraded value, not restore
+	// another one.
+	checkDriver(false)
+}
