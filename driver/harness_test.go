@@ -70,9 +70,9 @@ type harness struct {
 	// productionBreaker gives the next start a breaker with the default
 	// timings instead of the fast ones of the tests.
 	productionBreaker bool
-	driver  *Driver
-	breaker *circuit.Breaker
-	stop    func()
+	driver            *Driver
+	breaker           *circuit.Breaker
+	stop              func()
 }
 
 type lockedBuffer struct {

@@ -2,6 +2,8 @@ package driver
 
 import (
 	"bytes"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,7 +74,7 @@ func TestNoSecretInOutput(t *testing.T) {
 	}
 
 	signature := token[strings.LastIndex(token, ".")+1:]
-	outputs := map[string]string{"logs": h.logs.String(), "errors": captured.String(), "metrics": metrics.String()}
+	outputs := map[string]string{"logs": h.logs.String(), "errors": captured.String(), "metrics": metrics.String(), "state directory": stateFiles(t, h.stateDir)}
 	if !strings.Contains(outputs["logs"], `"level":"DEBUG"`) && !strings.Contains(outputs["logs"], "volume published") {
 		t.Fatalf("captured logs are empty or lack the expected lines:\n%s", outputs["logs"])
 	}
@@ -83,4 +85,26 @@ func TestNoSecretInOutput(t *testing.T) {
 			}
 		}
 	}
+}
+
+// stateFiles returns the content of every file in the state directory: the
+// sealed cache and the index.
+func stateFiles(t *testing.T, dir string) string {
+	t.Helper()
+	var all strings.Builder
+	count := 0
+	err := filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil || entry.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		all.Write(data)
+		count++
+		return err
+	})
+	must(t, err)
+	if count < 2 {
+		t.Fatalf("state directory holds %d files, want sealed entries and index records: the check would prove nothing", count)
+	}
+	return all.String()
 }

@@ -40,8 +40,8 @@ func (d *Driver) publish(ctx context.Context, log *slog.Logger, r *publishReques
 
 // publishNew reads the content, records the volume in the index, mounts
 // and writes. Reading comes first, so a failing OpenBao leaves no mount
-// and no partial files behind; the index comes before the mount, so a
-// daemon killed after mounting knows the volume and its leases.
+// and no partial files behind. The index record comes before the mount, so
+// a daemon killed after mounting finds the volume and its leases.
 func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishRequest, claims *satoken.Claims, prev *volume) error {
 	vol := d.newVolume(r, claims)
 	verified := d.verify(ctx, log, r.token, vol)
@@ -49,7 +49,8 @@ func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishReq
 	if err != nil {
 		return fmt.Errorf("read secrets for pod %s/%s as OpenBao role %q: %w", r.pod.Namespace, r.pod.Name, vol.identity.Role, err)
 	}
-	vol.leases, vol.degraded = src.issued, src.degraded
+	vol.setLeases(src.issued)
+	vol.degraded = src.degraded
 	d.saveIndex(log, vol)
 
 	undo := func() {
@@ -85,7 +86,7 @@ func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishReq
 
 	if src.grace > 0 {
 		d.metrics.graceServed.Inc()
-		log.Warn("volume published from cached copies past their expiry: OpenBao is unavailable; they are replaced once it answers",
+		log.Warn("volume published from cached copies past their expiry because OpenBao is unavailable; they are replaced once it responds",
 			logKeyFiles, len(content.Files), "grace_copies", src.grace)
 		return nil
 	}

@@ -17,9 +17,9 @@ import (
 // index. A volume whose target is still a Phantom mount is resumed: its
 // leases are renewed and its content rotated as before, and its first
 // republish checks its files. A volume whose target is not mounted is kept
-// only while its pod's volume directory exists, since kubelet then retries
-// the publish; otherwise its record is dropped and its leases expire at
-// their TTL. Call Recover once, before Serve.
+// only while its pod's volume directory exists, because kubelet then
+// retries the publish. Otherwise its record is dropped and its leases
+// expire at their TTL. Call Recover once, before Serve.
 func (d *Driver) Recover(ctx context.Context) error {
 	if d.cfg.Index == nil {
 		return nil
@@ -91,7 +91,7 @@ func (d *Driver) volumeFromRecord(r *state.Record) (*volume, error) {
 		if entry, _, ok := d.cfg.Cache.Stale(vol.identity, keyLease+l.ID); ok {
 			held.secret = entry.Secret
 		}
-		vol.leases = append(vol.leases, held)
+		vol.setLeases(append(vol.leases, held))
 	}
 	return vol, nil
 }

@@ -87,9 +87,9 @@ func replaceReason(l *heldLease, now time.Time) string {
 	}
 }
 
-// rotate brings vol up to date with src: it renews due leases, then reads
-// the content again when the KV refresh is due, a lease must be replaced or
-// the volume is degraded, and swaps the files in when they changed. New
+// rotate brings vol up to date with src. It renews due leases. When the KV
+// refresh is due, a lease must be replaced or the volume is degraded, it
+// reads the content again and swaps the files in if they changed. New
 // leases are recorded before the files change and old ones revoked after,
 // so the index never loses a lease whose credentials are in the files.
 func (d *Driver) rotate(ctx context.Context, log *slog.Logger, vol *volume, src *source) error {
@@ -146,7 +146,7 @@ func (d *Driver) retire(vol *volume, src *source, now time.Time, kvDue bool) []*
 			retired = append(retired, l)
 		}
 	}
-	vol.leases = append(vol.leases, src.issued...)
+	vol.setLeases(append(vol.leases, src.issued...))
 	src.issued = nil
 	if kvDue || vol.degraded {
 		vol.refreshedAt = now
@@ -163,7 +163,7 @@ func (d *Driver) revokeRetired(ctx context.Context, log *slog.Logger, vol *volum
 			kept = append(kept, l)
 		}
 	}
-	vol.leases = kept
+	vol.setLeases(kept)
 	d.metrics.leases.Set(float64(d.volumes.leaseCount()))
 }
 

@@ -65,7 +65,7 @@ func (s *scheduler) schedule(id string, at time.Time) {
 	}
 }
 
-// cancel forgets id.
+// cancel removes the schedule of id.
 func (s *scheduler) cancel(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

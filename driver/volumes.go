@@ -2,6 +2,7 @@ package driver
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/phantom-sec/phantom/pkg/bao"
@@ -10,8 +11,8 @@ import (
 	"github.com/phantom-sec/phantom/pkg/state"
 )
 
-// volume is what the driver remembers of a published volume. Only the
-// held leases carry secret values, in memory.
+// volume is the driver's record of a published volume. Only the held
+// leases carry secret values, in memory.
 type volume struct {
 	id       string
 	target   string
@@ -27,7 +28,10 @@ type volume struct {
 	gid      *int64
 	maxBytes int64
 
+	// leases are the volume's leases; change them with setLeases, which
+	// keeps leaseCount readable without the volume's lock.
 	leases      []*heldLease
+	leaseCount  atomic.Int32
 	refreshedAt time.Time
 	refresh     time.Duration
 	// degraded means some content came from a cached copy past its expiry
@@ -121,9 +125,15 @@ func (v *volumes) leaseCount() int {
 
 	n := 0
 	for _, vol := range v.byID {
-		n += len(vol.leases)
+		n += int(vol.leaseCount.Load())
 	}
 	return n
+}
+
+// setLeases replaces the volume's leases. The caller holds the volume's lock.
+func (vol *volume) setLeases(leases []*heldLease) {
+	vol.leases = leases
+	vol.leaseCount.Store(int32(len(leases)))
 }
 
 // record returns the index record of vol.

@@ -25,7 +25,7 @@ CLUSTER="${ROOT}/tests/e2e/cluster"
 source "${CLUSTER}/lib.sh"
 e2e_state_paths
 
-PACKAGES=(containerd runc containernetworking-plugins busybox-static openssl curl iproute2)
+PACKAGES=(containerd runc containernetworking-plugins busybox-static openssl curl iproute2 iptables)
 IMAGE_TAG=e2e
 BAOSERVER_ADDR="${PHANTOM_E2E_BAOSERVER_ADDR:-127.0.0.1:18200}"
 BAOSERVER_PID="${STATE}/baoserver.pid"
@@ -47,10 +47,14 @@ for arg in "$@"; do
 done
 
 TIMINGS=()
+current_phase=""
 phase_started=${SECONDS}
-# Record how long the phase that ends now took.
-phase_done() {
-  TIMINGS+=("$(printf '%-22s %5ss' "$1" $((SECONDS - phase_started)))")
+# Start phase $1, ending the one before and recording how long it took.
+phase() {
+  if [[ -n "${current_phase}" ]]; then
+    TIMINGS+=("$(printf '%-24s %5ss' "${current_phase}" $((SECONDS - phase_started)))")
+  fi
+  current_phase="$1"
   phase_started=${SECONDS}
 }
 
@@ -156,14 +160,19 @@ EOF
 on_exit() {
   local status=$?
   trap - EXIT
+  if ((status != 0)) && [[ -n "${current_phase}" ]]; then
+    current_phase+=" (failed)"
+  fi
   if ${keep} || [[ "${E2E_KEEP_ON_FAILURE:-0}" == 1 && ${status} != 0 ]]; then
+    phase ""
     log "leaving the cluster running (stop it with hack/e2e.sh --down)"
   else
+    phase teardown
     teardown || {
       log "teardown failed; run hack/e2e.sh --down"
       ((status != 0)) || status=1
     }
-    phase_done teardown
+    phase ""
   fi
   print_timings
   log "hack/e2e.sh finished with status ${status} after $((SECONDS - script_started))s"
@@ -177,30 +186,29 @@ main() {
     return 0
   fi
 
-  script_started=${SECONDS}
   # A cluster that an earlier --keep left running goes first.
   teardown >/dev/null 2>&1 || teardown
   trap on_exit EXIT
 
+  phase packages
   install_packages
-  phase_done packages
+  phase build
   build
-  phase_done build
+  phase "cluster up"
   "${CLUSTER}/up.sh"
   "${CLUSTER}/images.sh" import "${NODE_ARCHIVE}" "${WEBHOOK_ARCHIVE}"
-  phase_done "cluster up"
+  phase "install Phantom"
   start_baoserver
   "${TOOLS}/phantom-e2e" install -state "${STATE}"
-  phase_done "install Phantom"
 
   local status=0
   if ! ${skip_tests}; then
+    phase tests
     run_tests || status=$?
-    phase_done tests
   fi
   if ${keep}; then
+    phase "sample app"
     "${TOOLS}/phantom-e2e" sample -state "${STATE}"
-    phase_done "sample app"
     print_keep_help
   fi
   return "${status}"

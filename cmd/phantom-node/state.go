@@ -16,7 +16,8 @@ import (
 	"github.com/phantom-sec/phantom/pkg/state"
 )
 
-// persistence is what the daemon keeps in its state directory.
+// persistence is the daemon's state: the cache, the volume index and the
+// offline token verifier, whose keys live in the sealed cache.
 type persistence struct {
 	cache    *cache.Cache
 	index    *state.Store
@@ -24,8 +25,8 @@ type persistence struct {
 }
 
 // openState opens the volume index and the cache in the state directory.
-// The sealed tier needs the directory on a tmpfs or ramfs and the kernel
-// keyring; without either it is disabled with a loud log line, because
+// The sealed tier needs the directory on a tmpfs or ramfs, and the kernel
+// keyring. Without either it is disabled with a loud log line, because
 // encrypted secrets still do not belong on a disk.
 func openState(cfg *config, log *slog.Logger, reg prometheus.Registerer) (*persistence, error) {
 	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
@@ -58,7 +59,7 @@ func openSealed(cfg *config, log *slog.Logger) *cache.Sealed {
 	}
 	key, created, err := keyring.LoadOrCreate(cfg.keyName, cache.KeySize)
 	if err != nil {
-		log.Error("SEALED CACHE DISABLED: the kernel keyring holds no usable key; allow keyctl, add_key and request_key in the daemon's seccomp profile",
+		log.Error("SEALED CACHE DISABLED: failed to load or create the key in the kernel keyring; allow keyctl, add_key and request_key in the daemon's seccomp profile",
 			"key_name", cfg.keyName, "error", err.Error())
 		return nil
 	}

@@ -12,9 +12,9 @@
 //
 // A copy is fresh until its expiry: the end of the lease of a dynamic
 // secret, or the fetch time plus the refresh interval of a KV secret.
-// Stale serves a copy for a grace period past that expiry; the caller
-// decides when that is allowed (OpenBao unreachable and the pod's token
-// verified offline).
+// Stale serves a copy for a grace period past that expiry. The caller
+// decides when that is allowed: OpenBao unreachable and the pod's token
+// verified offline.
 //
 // All methods are safe for concurrent use.
 package cache

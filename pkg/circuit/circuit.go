@@ -1,6 +1,6 @@
 // Package circuit is the circuit breaker Phantom puts in front of OpenBao.
 //
-// The breaker is closed while OpenBao answers. A number of consecutive
+// The breaker is closed while OpenBao serves requests. A number of consecutive
 // failures opens it: requests then fail at once without reaching OpenBao,
 // and a probe checks OpenBao on a jittered, growing schedule. While a probe
 // runs the breaker is half-open. A successful probe, or a successful
@@ -76,8 +76,8 @@ type Config struct {
 	// ErrUnreachable. Zero means DefaultProbeInterval.
 	ProbeInterval time.Duration
 	// FirstBackoff is the delay before the first probe after the breaker
-	// opened and after a probe that reached the service and failed; it
-	// doubles up to MaxProbeInterval. Zero means DefaultFirstBackoff.
+	// opened. Each probe that reached the service and failed doubles the
+	// delay, up to MaxProbeInterval. Zero means DefaultFirstBackoff.
 	FirstBackoff time.Duration
 	// MaxProbeInterval caps the backoff. Zero means DefaultMaxProbeInterval.
 	MaxProbeInterval time.Duration

@@ -1,7 +1,7 @@
-// Package fetch turns a volume spec into the files of a Phantom volume: it
-// reads every item through a Source (the pod's OpenBao session, or the node
-// plugin's cache in front of it), concurrently, and lays the results out as
-// the spec says.
+// Package fetch turns a volume spec into the files of a Phantom volume. It
+// reads every item concurrently through a Source (the pod's OpenBao
+// session, or the node plugin's cache in front of it) and lays the results
+// out as the spec defines.
 package fetch
 
 import (

@@ -229,7 +229,7 @@ func parse(raw []byte) (*jose.JSONWebKeySet, error) {
 		return nil, fmt.Errorf("parse JSON Web Key Set: %w", err)
 	}
 	if len(keys.Keys) == 0 {
-		return nil, errors.New("parse JSON Web Key Set: it holds no key")
+		return nil, errors.New("parse JSON Web Key Set: the set contains no key")
 	}
 	for _, key := range keys.Keys {
 		if !key.Valid() || !key.IsPublic() {

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// In-cluster paths and variables, as every pod sees them.
+// In-cluster paths, as Kubernetes mounts them into every pod.
 const (
 	inClusterTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 	inClusterCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -79,7 +79,7 @@ func NewHTTPClient(caFile string) (*http.Client, error) {
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+			return nil, fmt.Errorf("CA file %s contains no PEM certificate", caFile)
 		}
 		tlsConfig.RootCAs = pool
 	}

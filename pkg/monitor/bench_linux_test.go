@@ -144,34 +144,45 @@ func benchmarkUnloadedLoaded(b *testing.B, work workload) {
 }
 
 // benchmarkPaired measures b.N iterations of work split into rounds, each
-// run once with the programs detached and once attached.
+// run once with the programs detached and once attached. Odd rounds run the
+// attached half first, so any cost left behind by attaching or detaching
+// falls on both halves alike.
 func benchmarkPaired(b *testing.B, obj *objects, work workload) {
 	const rounds = 20
 	perRound := max(b.N/(2*rounds), 1)
 	var overheads []float64
-	for range rounds {
-		b.StopTimer()
-		if err := obj.detachAll(); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		unloaded, err := timeWork(work, perRound)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		if err := obj.attachAll(); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		loaded, err := timeWork(work, perRound)
-		if err != nil {
-			b.Fatal(err)
+	for round := range rounds {
+		var unloaded, loaded time.Duration
+		for _, attached := range []bool{round%2 == 1, round%2 == 0} {
+			b.StopTimer()
+			if err := setAttached(obj, attached); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			elapsed, err := timeWork(work, perRound)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if attached {
+				loaded = elapsed
+			} else {
+				unloaded = elapsed
+			}
 		}
 		overheads = append(overheads, 100*(loaded.Seconds()-unloaded.Seconds())/unloaded.Seconds())
 	}
 	slices.Sort(overheads)
 	b.ReportMetric(overheads[len(overheads)/2], "overhead-%")
+}
+
+func setAttached(obj *objects, attached bool) error {
+	if err := obj.detachAll(); err != nil {
+		return err
+	}
+	if attached {
+		return obj.attachAll()
+	}
+	return nil
 }
 
 func timeWork(work workload, n int) (time.Duration, error) {

@@ -52,7 +52,7 @@ type Lease struct {
 	Retired bool `json:"retired,omitempty"`
 }
 
-// Record is what the index keeps of one volume.
+// Record is the index entry of one volume.
 type Record struct {
 	Version        int               `json:"version"`
 	VolumeID       string            `json:"volume_id"`

@@ -59,23 +59,33 @@ func TestPhantom(t *testing.T) {
 	t.Run("sovereignty", func(t *testing.T) { s.testSovereignty(t, beta) })
 }
 
-// testChartDryRun sends the chart's objects, as installed here and as
-// rendered for any cluster, through every admission step of the API server
-// without storing them.
+// testChartDryRun sends the chart's objects, as rendered for any cluster
+// and as patched and installed here, through every admission step of the
+// API server without storing them.
 func (s *suite) testChartDryRun(t *testing.T) {
 	ctx := context.Background()
 	opts, err := setup.ChartOptionsFor(s.cluster, s.bao, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	asIs, err := setup.RenderChartAsIs(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setup.Apply(ctx, s.cluster, asIs, true); err != nil {
+		t.Errorf("chart as rendered: %v", err)
+	}
 	installed, err := setup.RenderChart(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := setup.Apply(ctx, s.cluster, installed, true); err != nil {
-		t.Errorf("installed manifests: %v", err)
+		t.Errorf("chart as installed: %v", err)
 	}
-	t.Logf("%d objects passed server-side dry-run; patches for this cluster: %d", len(installed.Objects), len(installed.Patches))
+	t.Logf("%d objects passed server-side dry-run as rendered and as installed; patches for this cluster:", len(installed.Objects))
+	for _, p := range installed.Patches {
+		t.Logf("  %s", p)
+	}
 }
 
 // secretsList renders the secrets attribute: one item per line of

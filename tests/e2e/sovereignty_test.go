@@ -219,8 +219,8 @@ func (s *suite) scanPodLog(t *testing.T, scanner *sovereignty.Scanner, pod corev
 }
 
 // scanMetrics scans the metrics pages of phantom-node and the webhook.
-// The webhook's certificate is verified with the CA bundle the reconciler
-// put into its configuration.
+// The webhook's certificate is verified as the API server verifies it:
+// with the CA bundle of its configuration, for its Service's DNS name.
 func (s *suite) scanMetrics(t *testing.T, scanner *sovereignty.Scanner) {
 	t.Helper()
 	ctx := context.Background()
@@ -231,7 +231,8 @@ func (s *suite) scanMetrics(t *testing.T, scanner *sovereignty.Scanner) {
 	if err == nil && hasCABundles(config) {
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(config.Webhooks[0].ClientConfig.CABundle)
-		transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		serverName := setup.WebhookName + "." + setup.Namespace + ".svc"
+		transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}}
 		pages[fmt.Sprintf("https://127.0.0.1:%d/metrics", setup.WebhookPort)] = &http.Client{Transport: transport}
 	} else {
 		t.Errorf("webhook configuration %s has no CA bundle to verify the webhook's metrics endpoint (err %v)", setup.WebhookName, err)

@@ -1,6 +1,7 @@
 package setup
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -138,6 +139,19 @@ func (m *Manifests) Find(kind, name string) *unstructured.Unstructured {
 // end-to-end values, then patches what the chart cannot express for a
 // cluster whose only network is the host's loopback. See patchForCluster.
 func RenderChart(o ChartOptions) (*Manifests, error) {
+	m, err := RenderChartAsIs(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := patchForCluster(m, o); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// RenderChartAsIs renders the chart like RenderChart, without the patches:
+// the objects that the same values give on any cluster.
+func RenderChartAsIs(o ChartOptions) (*Manifests, error) {
 	if o.OpenBao == nil {
 		return nil, errors.New("render chart: OpenBao is not set")
 	}
@@ -157,34 +171,38 @@ func RenderChart(o ChartOptions) (*Manifests, error) {
 	if err != nil {
 		return nil, err
 	}
-
 	objects, err := decodeObjects([]byte(text))
 	if err != nil {
 		return nil, err
 	}
-	m := &Manifests{Objects: objects}
-	if err := patchForCluster(m, o); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return &Manifests{Objects: objects}, nil
 }
 
+// decodeObjects splits a multi-document YAML stream into objects. Numbers
+// decode as int64, as the API machinery's own decoding makes them.
 func decodeObjects(data []byte) ([]*unstructured.Unstructured, error) {
-	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var objects []*unstructured.Unstructured
 	for {
-		var obj map[string]any
-		err := decoder.Decode(&obj)
+		doc, err := reader.Read()
 		if errors.Is(err, io.EOF) {
 			return objects, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("decode rendered manifests: %w", err)
+			return nil, fmt.Errorf("read rendered manifests: %w", err)
 		}
-		if len(obj) == 0 {
+		jsonDoc, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return nil, fmt.Errorf("decode rendered manifest: %w", err)
+		}
+		if trimmed := bytes.TrimSpace(jsonDoc); len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
 			continue
 		}
-		objects = append(objects, &unstructured.Unstructured{Object: obj})
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(jsonDoc); err != nil {
+			return nil, fmt.Errorf("decode rendered manifest: %w", err)
+		}
+		objects = append(objects, obj)
 	}
 }
 

@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/phantom-sec/phantom/tests/e2e/cluster"
 )
@@ -113,18 +115,29 @@ func Apply(ctx context.Context, c *cluster.Cluster, m *Manifests, dryRun bool) e
 }
 
 // WaitReady waits for both workloads to roll out, for kubelet to list the
-// driver on the node, and for the webhook configuration's CA bundle.
+// driver on the node, and for the webhook configuration's CA bundle. It
+// fails early when a pod of the release cannot start (crash loop, image
+// missing), with the pods, events and logs of the release.
 func WaitReady(ctx context.Context, c *cluster.Cluster, logf Logf) error {
 	started := time.Now()
-	timeout := "--timeout=" + rolloutTimeout.String()
-	for _, workload := range []string{"daemonset/" + NodeDaemonSetName, "deployment/" + WebhookName} {
-		if _, err := c.Kubectl(ctx, nil, "-n", Namespace, "rollout", "status", workload, timeout); err != nil {
-			return fmt.Errorf("wait for %s: %w%s", workload, err, describeWorkload(ctx, c, workload))
+	kube, err := Clientset(c)
+	if err != nil {
+		return err
+	}
+	for _, w := range []struct{ kind, name string }{{"daemonset", NodeDaemonSetName}, {"deployment", WebhookName}} {
+		err := poll(ctx, rolloutTimeout, func() (bool, error) {
+			if err := podsCanStart(ctx, kube); err != nil {
+				return false, err
+			}
+			return rolledOut(ctx, kube, w.kind, w.name)
+		})
+		if err != nil {
+			return fmt.Errorf("wait for %s %s to roll out: %w%s", w.kind, w.name, err, describeRelease(ctx, c))
 		}
-		logf("%s rolled out after %s", workload, time.Since(started).Round(time.Second))
+		logf("%s %s rolled out after %s", w.kind, w.name, time.Since(started).Round(time.Second))
 	}
 
-	err := poll(ctx, rolloutTimeout, func() (bool, error) {
+	err = poll(ctx, rolloutTimeout, func() (bool, error) {
 		out, err := c.Kubectl(ctx, nil, "get", "csinode", c.NodeName, "-o", "jsonpath={.spec.drivers[*].name}")
 		return err == nil && strings.Contains(" "+string(out)+" ", " "+DriverName+" "), nil
 	})
@@ -144,9 +157,59 @@ func WaitReady(ctx context.Context, c *cluster.Cluster, logf Logf) error {
 	return nil
 }
 
-// describeWorkload returns the pods and recent events of the release
-// namespace, to explain a rollout that did not finish.
-func describeWorkload(ctx context.Context, c *cluster.Cluster, workload string) string {
+// rolledOut reports whether every pod of the workload runs the current
+// template and is available.
+func rolledOut(ctx context.Context, kube kubernetes.Interface, kind, name string) (bool, error) {
+	switch kind {
+	case "daemonset":
+		ds, err := kube.AppsV1().DaemonSets(Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		st := ds.Status
+		return st.ObservedGeneration >= ds.Generation && st.DesiredNumberScheduled > 0 &&
+			st.UpdatedNumberScheduled == st.DesiredNumberScheduled && st.NumberAvailable == st.DesiredNumberScheduled, nil
+	default:
+		d, err := kube.AppsV1().Deployments(Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		st, want := d.Status, ptr.Deref(d.Spec.Replicas, 1)
+		return st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == want &&
+			st.AvailableReplicas == want && st.Replicas == want, nil
+	}
+}
+
+// podsCanStart returns an error when a container of the release waits for
+// a reason that does not pass by itself.
+func podsCanStart(ctx context.Context, kube kubernetes.Interface) error {
+	pods, err := kube.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, pod := range pods.Items {
+		for _, st := range pod.Status.ContainerStatuses {
+			if w := st.State.Waiting; w != nil && stuckReasons[w.Reason] && (w.Reason != "CrashLoopBackOff" || st.RestartCount >= 2) {
+				return fmt.Errorf("container %s of pod %s cannot start: %s: %s", st.Name, pod.Name, w.Reason, w.Message)
+			}
+		}
+	}
+	return nil
+}
+
+// stuckReasons are container waiting reasons that waiting does not cure.
+var stuckReasons = map[string]bool{
+	"CrashLoopBackOff":           true,
+	"ErrImageNeverPull":          true,
+	"ImagePullBackOff":           true,
+	"ErrImagePull":               true,
+	"CreateContainerConfigError": true,
+	"InvalidImageName":           true,
+}
+
+// describeRelease returns the pods, recent events and log tails of the
+// release namespace, to explain a rollout that did not finish.
+func describeRelease(ctx context.Context, c *cluster.Cluster) string {
 	var b strings.Builder
 	if out, err := c.Kubectl(ctx, nil, "-n", Namespace, "get", "pods", "-o", "wide"); err == nil {
 		fmt.Fprintf(&b, "\npods:\n%s", out)
@@ -154,8 +217,10 @@ func describeWorkload(ctx context.Context, c *cluster.Cluster, workload string) 
 	if out, err := c.Kubectl(ctx, nil, "-n", Namespace, "get", "events", "--sort-by=.lastTimestamp"); err == nil {
 		fmt.Fprintf(&b, "events:\n%s", out)
 	}
-	if out, err := c.Kubectl(ctx, nil, "-n", Namespace, "logs", workload, "--all-containers", "--tail=30"); err == nil {
-		fmt.Fprintf(&b, "logs of %s:\n%s", workload, out)
+	for _, workload := range []string{"daemonset/" + NodeDaemonSetName, "deployment/" + WebhookName} {
+		if out, err := c.Kubectl(ctx, nil, "-n", Namespace, "logs", workload, "--all-containers", "--tail=20"); err == nil {
+			fmt.Fprintf(&b, "last log lines of %s:\n%s", workload, out)
+		}
 	}
 	return b.String()
 }

@@ -65,7 +65,7 @@ func runSample(ctx context.Context, c *cluster.Cluster, bao *setup.OpenBao) erro
 }
 
 func sampleManifest() string {
-	indented := "        " + strings.ReplaceAll(strings.TrimSpace(sampleScript), "\n", "\n        ")
+	indented := "          " + strings.ReplaceAll(strings.TrimSpace(sampleScript), "\n", "\n          ")
 	return fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata:
