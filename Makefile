@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0
 LDFLAGS   := -s -w -X github.com/phantom-sec/phantom/pkg/version.Version=$(VERSION)
 BINARIES  := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test sanity contract demo bench generate lint fmt clean manifests manifests-check chart-golden e2e
+.PHONY: all build test sanity contract demo bench generate lint fmt clean manifests manifests-check chart-golden e2e cluster generate-check
 
 all: build
 
@@ -35,9 +35,21 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./pkg/... ./driver/...
 
-## generate: rebuild generated code (eBPF objects need clang)
+## generate: rebuild the eBPF objects and Go bindings (needs clang, llvm, libbpf-dev)
 generate:
-	$(GO) generate ./...
+	$(MAKE) -C bpf generate
+
+## generate-check: fail when the committed eBPF objects differ from a rebuild
+generate-check:
+	$(MAKE) -C bpf check
+
+## e2e: end-to-end suite on a local single-node cluster (root; the first run compiles Kubernetes)
+e2e:
+	./hack/e2e.sh
+
+## cluster: a local cluster with Phantom, the OpenBao test server and a sample app, left running
+cluster:
+	./hack/local-cluster.sh
 
 ## lint: vet and formatting
 lint:

@@ -227,12 +227,16 @@ static __always_inline __u64 phantom_task_pod(struct task_struct *task,
 
 	for (int i = 0; i < PHANTOM_MAX_CGROUP_DEPTH && cg; i++) {
 		__u64 id = BPF_CORE_READ(cg, kn, id);
+		struct cgroup_subsys_state *parent;
 
 		*pod = bpf_map_lookup_elem(&phantom_pods, &id);
 		if (*pod)
 			return id;
-		/* struct cgroup starts with its css, whose parent is a css too. */
-		cg = (struct cgroup *)BPF_CORE_READ(cg, self.parent);
+		/* The parent is the css embedded in the parent cgroup as self. */
+		parent = BPF_CORE_READ(cg, self.parent);
+		if (!parent)
+			break;
+		cg = (void *)parent - bpf_core_field_offset(struct cgroup, self);
 	}
 	*pod = NULL;
 	return 0;

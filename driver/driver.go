@@ -120,6 +120,9 @@ type Config struct {
 	OutageWait time.Duration
 	// GracePeriod is the cache's grace period, for messages only.
 	GracePeriod time.Duration
+	// Protector registers volumes with the runtime-protection monitor; nil
+	// disables runtime protection.
+	Protector Protector
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

@@ -16,6 +16,7 @@ type metrics struct {
 	rotations       *prometheus.CounterVec
 	recovered       prometheus.Counter
 	graceServed     prometheus.Counter
+	protectErrors   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -53,13 +54,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "phantom_volumes_recovered_total",
 			Help: "Volumes taken over from the index at startup.",
 		}),
+		protectErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phantom_node_protect_errors_total",
+			Help: "Failed registrations of volumes with the runtime-protection monitor; publishing goes on without it.",
+		}),
 		graceServed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phantom_cache_grace_served_total",
 			Help: "Publishes that served a cached copy past its expiry because OpenBao was unavailable.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.publishes, m.publishDuration, m.unpublishes, m.volumes,
+		reg.MustRegister(m.publishes, m.publishDuration, m.unpublishes, m.volumes, m.protectErrors,
 			m.leases, m.renewals, m.rotations, m.recovered, m.graceServed)
 	}
 	return m

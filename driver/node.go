@@ -91,6 +91,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	unlock := d.volumes.lock(req.GetVolumeId())
 	defer unlock()
 
+	d.unprotect(log, req.GetVolumeId())
 	err := d.cfg.Mounter.Unmount(req.GetTargetPath())
 	d.metrics.observeUnpublish(err)
 	if err != nil {

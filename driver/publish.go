@@ -77,6 +77,7 @@ func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishReq
 	}
 
 	vol.mounted = true
+	d.protect(ctx, log, vol)
 	d.metrics.volumes.Set(float64(d.volumes.put(vol)))
 	if prev != nil {
 		d.revokeLeases(ctx, log, prev.identity, prev.leases)
@@ -98,6 +99,7 @@ func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishReq
 // rotation is due, and does nothing otherwise: kubelet calls it about
 // every minute. When OpenBao is unavailable the volume keeps its files.
 func (d *Driver) republish(ctx context.Context, log *slog.Logger, vol *volume, r *publishRequest) error {
+	d.protect(ctx, log, vol)
 	if !d.due(vol, d.cfg.Now()) {
 		return nil
 	}

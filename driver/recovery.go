@@ -58,6 +58,7 @@ func (d *Driver) recoverVolume(r *state.Record, mounted bool) {
 		return
 	}
 	vol.mounted = mounted
+	d.protect(context.Background(), log, vol)
 
 	d.metrics.volumes.Set(float64(d.volumes.put(vol)))
 	d.scheduler.schedule(vol.id, d.nextDue(vol))

@@ -40,6 +40,10 @@ type volume struct {
 	// mounted is false for a volume recovered from the index whose target
 	// is not mounted; the next publish mounts it.
 	mounted bool
+	// protected means the runtime-protection monitor watches the volume;
+	// protectWarned limits the log line of a failed attempt to one.
+	protected     bool
+	protectWarned bool
 	// retryAt delays background work after a failure.
 	retryAt time.Time
 }

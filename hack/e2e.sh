@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs Phantom's end-to-end suite on a single-node Kubernetes cluster on this
-# machine: installs the Debian packages the cluster needs, builds the
-# cluster's binaries (cached) and Phantom's images, starts the cluster and
-# the OpenBao test server, installs Phantom from its Helm chart, runs
-# `go test ./tests/e2e/...` and tears everything down again, also when a
-# step fails. Needs root. See tests/e2e/README.md.
+# machine. It installs the Debian packages the cluster needs and builds the
+# cluster's binaries (cached) and Phantom's images. It starts the cluster and
+# the OpenBao test server, installs Phantom from its Helm chart and runs
+# `go test ./tests/e2e/...`. Then it tears everything down again, also when
+# a step fails. Needs root. See tests/e2e/README.md.
 #
 # Usage: hack/e2e.sh [--keep] [--skip-tests] | --down
 #   --keep        leave the cluster, OpenBao and Phantom running afterwards,
@@ -93,8 +93,10 @@ build() {
     CGO_ENABLED=0 go build -trimpath -o "${TOOLS}/phantom-e2e" ./tests/e2e/cmd/phantom-e2e
   )
   [[ -x "${ROOT}/bin/phantom-webhook" ]] || die "bin/phantom-webhook was not built; cmd/phantom-webhook is missing"
-  # phantom-node runs mount(8) and umount(8), which busybox provides.
-  NODE_ARCHIVE="$("${CLUSTER}/images.sh" binary phantom-node "${IMAGE_TAG}" "${ROOT}/bin/phantom-node" --busybox)"
+  # The same content as build/*.Dockerfile: the static binary at
+  # /usr/local/bin and nothing else, so a dependency on a tool that the
+  # released images lack fails here too.
+  NODE_ARCHIVE="$("${CLUSTER}/images.sh" binary phantom-node "${IMAGE_TAG}" "${ROOT}/bin/phantom-node")"
   WEBHOOK_ARCHIVE="$("${CLUSTER}/images.sh" binary phantom-webhook "${IMAGE_TAG}" "${ROOT}/bin/phantom-webhook")"
 }
 

@@ -55,6 +55,9 @@ type config struct {
 	jwksTokenFile   string
 	saIssuer        string
 
+	runtimeProtection string
+	kubeconfig        string
+
 	logger *slog.Logger
 }
 
@@ -78,6 +81,9 @@ func parseFlags(args []string, getenv func(string) string) (*config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateDir, "state-dir", "/run/phantom", "directory for the daemon's state; must be on a tmpfs")
 	fs.StringVar(&sizeLimit, "tmpfs-size-limit", "4Mi", "maximum size of one volume's tmpfs, such as 4Mi")
+	fs.StringVar(&c.runtimeProtection, "runtime-protection", "audit",
+		"runtime protection of pod secrets by the eBPF monitor: off, audit (record node-level reads) or enforce (also block them); the namespace label phantom.dev/runtime-protection overrides audit and enforce")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig for the API server, used for namespace labels and pod events (default: in-cluster config when running in a pod)")
 	fs.StringVar(&c.registrationDir, "registration-dir", "/var/lib/kubelet/plugins_registry", "kubelet's plugin registration directory; empty disables self-registration")
 	fs.DurationVar(&c.gracePeriod, "grace-period", defaultGracePeriod, "how long past its expiry a cached copy may still start a new pod while OpenBao is unreachable; 0 disables")
 	fs.DurationVar(&c.refreshInterval, "refresh-interval", driver.DefaultRefreshInterval, "how often KV content is read again, unless a volume sets refreshInterval")
@@ -127,6 +133,11 @@ func parseFlags(args []string, getenv func(string) string) (*config, error) {
 		if u, err := url.Parse(c.jwksURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("--service-account-jwks-url %q is not an http(s) URL", c.jwksURL))
 		}
+	}
+	switch c.runtimeProtection {
+	case "off", "audit", "enforce":
+	default:
+		errs = append(errs, fmt.Errorf("--runtime-protection %q is not off, audit or enforce", c.runtimeProtection))
 	}
 	size, err := spec.ParseSize(sizeLimit)
 	if err != nil {

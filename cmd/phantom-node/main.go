@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -78,6 +79,8 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	mounter := tmpfs.NewMounter(log)
+	protection := startProtection(cfg, log, registry, mounter)
 	d, err := driver.New(driver.Config{
 		Name:            driver.DefaultName,
 		Version:         version.Version,
@@ -85,7 +88,8 @@ func run(ctx context.Context, cfg *config) error {
 		Bao:             client,
 		Sessions:        bao.NewSessions(client, nil),
 		Fetcher:         fetch.New(fetch.Config{KVMount: cfg.kvMount, KVPrefix: cfg.kvPrefix}),
-		Mounter:         tmpfs.NewMounter(log),
+		Mounter:         mounter,
+		Protector:       protection.protector,
 		Audience:        cfg.audience,
 		MaxVolumeBytes:  cfg.tmpfsSizeLimit,
 		Cache:           persisted.cache,
@@ -110,7 +114,8 @@ func run(ctx context.Context, cfg *config) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Run(ctx, cfg.endpoint) })
-	g.Go(func() error { return serveHTTP(ctx, cfg.metricsAddr, registry, d) })
+	g.Go(func() error { return serveHTTP(ctx, cfg.metricsAddr, registry, d, protection) })
+	g.Go(func() error { return protection.run(ctx, log) })
 	if cfg.registrationDir != "" {
 		reg := registration.New(registration.Config{
 			DriverName: driver.DefaultName,
@@ -123,9 +128,10 @@ func run(ctx context.Context, cfg *config) error {
 	return g.Wait()
 }
 
-// serveHTTP serves /metrics, /healthz (the process is up) and /readyz (the
-// CSI server accepts calls).
-func serveHTTP(ctx context.Context, addr string, registry *prometheus.Registry, d *driver.Driver) error {
+// serveHTTP serves /metrics, /healthz (the process is up), /readyz (the
+// CSI server accepts calls) and /status (version and the active
+// runtime-protection path, as JSON).
+func serveHTTP(ctx context.Context, addr string, registry *prometheus.Registry, d *driver.Driver, protection protection) error {
 	if addr == "" {
 		return nil
 	}
@@ -133,6 +139,14 @@ func serveHTTP(ctx context.Context, addr string, registry *prometheus.Registry, 
 	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"version":           version.Version,
+			"ready":             d.Ready(),
+			"runtimeProtection": protection.status(),
+		})
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !d.Ready() {

@@ -42,6 +42,7 @@ type Config struct {
 	DriverName        string
 	TokenAudience     string
 	TokenExpiration   time.Duration
+	TokenInSecrets    bool
 	LeaderElectionID  string
 	CertValidity      time.Duration
 	ReplicaSelector   string
@@ -64,6 +65,7 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (Co
 	fs.StringVar(&cfg.DriverName, "driver-name", webhook.DefaultDriverName, "CSI driver name of the injected volume and of the CSIDriver object")
 	fs.StringVar(&cfg.TokenAudience, "token-audience", "openbao", "audience of the service-account token kubelet passes to the node plugin")
 	fs.DurationVar(&cfg.TokenExpiration, "token-expiration", 10*time.Minute, "lifetime of that token (at least 10m)")
+	fs.BoolVar(&cfg.TokenInSecrets, "token-in-secrets", true, "whether kubelet passes that token in the NodePublishVolume secrets field instead of the volume context (Kubernetes 1.35+); set false on older clusters")
 	fs.StringVar(&cfg.LeaderElectionID, "leader-election-id", "phantom-webhook", "name of the Lease that elects the reconciling replica")
 	fs.DurationVar(&cfg.CertValidity, "cert-validity", 24*time.Hour, "lifetime of each in-memory serving certificate; a new one is made at two thirds of it (1h to 8760h)")
 	fs.StringVar(&cfg.ReplicaSelector, "replica-selector", defaultReplicaSelector, "label selector of the webhook replica pods in --namespace whose CAs form the caBundle")
@@ -143,6 +145,7 @@ func (c Config) objects() reconcile.ObjectConfig {
 		DriverName:        c.DriverName,
 		TokenAudience:     c.TokenAudience,
 		TokenExpiration:   c.TokenExpiration,
+		TokenInSecrets:    c.TokenInSecrets,
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/phantom-sec/phantom/pkg/reconcile"
 )
 
 func env(values map[string]string) func(string) string {
@@ -28,6 +30,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		DriverName:        "secrets.phantom.dev",
 		TokenAudience:     "openbao",
 		TokenExpiration:   10 * time.Minute,
+		TokenInSecrets:    true,
 		LeaderElectionID:  "phantom-webhook",
 		CertValidity:      24 * time.Hour,
 		ReplicaSelector:   "app.kubernetes.io/name=phantom,app.kubernetes.io/component=webhook",
@@ -47,7 +50,7 @@ func TestParseFlagsOverrides(t *testing.T) {
 	args := []string{
 		"--listen-addr=127.0.0.1:9443", "--namespace=sec", "--pod-name=wh-0", "--service-name=wh",
 		"--webhook-config-name=wh-config", "--driver-name=secrets.example.com", "--token-audience=bao",
-		"--token-expiration=1h", "--leader-election-id=wh-lease", "--cert-validity=12h",
+		"--token-expiration=1h", "--token-in-secrets=false", "--leader-election-id=wh-lease", "--cert-validity=12h",
 		"--replica-selector=app=wh", "--log-level=debug", "--log-format=json",
 	}
 	cfg, err := parseFlags(args, env(map[string]string{"POD_NAMESPACE": "ignored"}), io.Discard)
@@ -57,11 +60,18 @@ func TestParseFlagsOverrides(t *testing.T) {
 	want := Config{
 		ListenAddr: "127.0.0.1:9443", Namespace: "sec", PodName: "wh-0", ServiceName: "wh",
 		WebhookConfigName: "wh-config", DriverName: "secrets.example.com", TokenAudience: "bao",
-		TokenExpiration: time.Hour, LeaderElectionID: "wh-lease", CertValidity: 12 * time.Hour,
+		TokenExpiration: time.Hour, TokenInSecrets: false, LeaderElectionID: "wh-lease", CertValidity: 12 * time.Hour,
 		ReplicaSelector: "app=wh", LogLevel: "debug", LogFormat: "json",
 	}
 	if diff := cmp.Diff(want, cfg); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
+	}
+	wantObjects := reconcile.ObjectConfig{
+		WebhookConfigName: "wh-config", ServiceName: "wh", Namespace: "sec", DriverName: "secrets.example.com",
+		TokenAudience: "bao", TokenExpiration: time.Hour, TokenInSecrets: false,
+	}
+	if diff := cmp.Diff(wantObjects, cfg.objects()); diff != "" {
+		t.Errorf("reconciler objects (-want +got):\n%s", diff)
 	}
 }
 

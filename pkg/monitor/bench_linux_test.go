@@ -71,7 +71,7 @@ func BenchmarkGetpidStat(b *testing.B) {
 //   - loaded-bpf-stats: as loaded, with the kernel's BPF statistics on. It
 //     reports the time spent inside the programs per run (bpf-ns/run),
 //     counted over every process on the node.
-//   - paired: alternates short unloaded and loaded rounds with the programs
+//   - paired: alternates up to 20 short unloaded and loaded rounds with the programs
 //     detached and attached in between, and reports the median of the
 //     per-round overhead (overhead-%). Pairing cancels most of the drift
 //     that load from other processes adds between separate sub-benchmarks.
@@ -94,7 +94,9 @@ func benchmarkUnloadedLoaded(b *testing.B, work workload) {
 		if err := floor.attachAll(); err != nil {
 			b.Fatal(err)
 		}
+		b.ResetTimer()
 		loop(b)
+		b.StopTimer()
 	})
 	b.Run("paired-tracing-floor", func(b *testing.B) {
 		floor := loadPtraceOnly(b)
@@ -125,7 +127,9 @@ func benchmarkUnloadedLoaded(b *testing.B, work workload) {
 		defer stats.Close()
 
 		before := programStats(b, m)
+		b.ResetTimer()
 		loop(b)
+		b.StopTimer()
 		b.ReportMetric(programNanosPerRun(before, programStats(b, m)), "bpf-ns/run")
 	})
 	b.Run("paired", func(b *testing.B) {
@@ -148,9 +152,12 @@ func benchmarkUnloadedLoaded(b *testing.B, work workload) {
 // attached half first, so any cost left behind by attaching or detaching
 // falls on both halves alike.
 func benchmarkPaired(b *testing.B, obj *objects, work workload) {
-	const rounds = 20
+	// Attaching and detaching take far longer than a round of work, so
+	// small b.N (make bench runs 20 iterations) gets few rounds.
+	rounds := min(max(b.N/2000, 2), 20)
 	perRound := max(b.N/(2*rounds), 1)
 	var overheads []float64
+	b.ResetTimer()
 	for round := range rounds {
 		var unloaded, loaded time.Duration
 		for _, attached := range []bool{round%2 == 1, round%2 == 0} {
@@ -171,6 +178,7 @@ func benchmarkPaired(b *testing.B, obj *objects, work workload) {
 		}
 		overheads = append(overheads, 100*(loaded.Seconds()-unloaded.Seconds())/unloaded.Seconds())
 	}
+	b.StopTimer()
 	slices.Sort(overheads)
 	b.ReportMetric(overheads[len(overheads)/2], "overhead-%")
 }

@@ -44,7 +44,7 @@
 // through a descriptor the reader did not open itself.
 //
 // [Monitor.Status], the log line written by [New] and the metric
-// phantom_monitor_path say which path is active. Status().Limits lists what
+// phantom_monitor_path report the active path. Status().Limits lists what
 // the active path cannot see with this kernel and Config, such as ptrace on
 // kernels that do not let tracepoint programs resolve a pid to a task.
 //

@@ -214,10 +214,12 @@ func describeLSMError(err error) string {
 		return err.Error()
 	}
 	reason := "EPERM"
-	if data, readErr := os.ReadFile(lockdownFile); readErr == nil {
-		if mode := activeLockdown(string(data)); mode != "" && mode != "none" {
-			reason = "EPERM: kernel lockdown " + mode
-		}
+	data, readErr := os.ReadFile(lockdownFile)
+	switch {
+	case readErr != nil:
+		reason = "EPERM, kernel lockdown mode unknown (" + lockdownFile + " is not readable)"
+	case activeLockdown(string(data)) != "" && activeLockdown(string(data)) != "none":
+		reason = "EPERM: kernel lockdown " + activeLockdown(string(data))
 	}
 	// cilium/ebpf suggests a memlock limit on every EPERM; the limit is
 	// already removed, so the hint would only mislead.

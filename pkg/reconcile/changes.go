@@ -7,6 +7,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/utils/ptr"
 )
 
 // webhookChanges lists the fields of live that differ from desired, apart
@@ -73,6 +74,9 @@ func csiDriverChanges(desired, live storagev1.CSIDriverSpec) (changes []string, 
 		{"spec.fsGroupPolicy", desired.FSGroupPolicy, live.FSGroupPolicy, false},
 		{"spec.tokenRequests", desired.TokenRequests, live.TokenRequests, false},
 		{"spec.requiresRepublish", desired.RequiresRepublish, live.RequiresRepublish, false},
+		// An unset field means false to kubelet, and an API server older
+		// than Kubernetes 1.35 drops the field, so nil equals false here.
+		{"spec.serviceAccountTokenInSecrets", ptr.Deref(desired.ServiceAccountTokenInSecrets, false), ptr.Deref(live.ServiceAccountTokenInSecrets, false), false},
 	}
 	for _, f := range fields {
 		if !equality.Semantic.DeepEqual(f.desired, f.got) {
@@ -93,4 +97,5 @@ func applyCSIDriverSpec(live *storagev1.CSIDriverSpec, desired storagev1.CSIDriv
 	live.FSGroupPolicy = desired.FSGroupPolicy
 	live.TokenRequests = desired.TokenRequests
 	live.RequiresRepublish = desired.RequiresRepublish
+	live.ServiceAccountTokenInSecrets = desired.ServiceAccountTokenInSecrets
 }

@@ -51,6 +51,10 @@ type ObjectConfig struct {
 	// kubelet passes to the node plugin at each publish.
 	TokenAudience   string
 	TokenExpiration time.Duration
+	// TokenInSecrets makes kubelet pass that token in the NodePublishVolume
+	// secrets field instead of the volume context. Only Kubernetes 1.35 and
+	// later know the CSIDriver field, and older API servers drop it.
+	TokenInSecrets bool
 }
 
 // Validate returns every problem of the configuration.
@@ -150,9 +154,10 @@ func excludedNamespaces(own string) []string {
 // DesiredCSIDriver returns the CSIDriver object of the node plugin. It
 // allows ephemeral inline volumes only. kubelet passes pod info and a
 // service-account token for TokenAudience at every publish, and republishes
-// periodically, which drives rotation. The driver advertises
-// VOLUME_MOUNT_GROUP, so kubelet hands it the fsGroup instead of changing
-// the ownership of every file.
+// periodically, which drives rotation. serviceAccountTokenInSecrets is set
+// from TokenInSecrets, also when that is false, as the chart renders it.
+// The driver advertises VOLUME_MOUNT_GROUP, so kubelet hands it the fsGroup
+// instead of changing the ownership of every file.
 func DesiredCSIDriver(cfg ObjectConfig) *storagev1.CSIDriver {
 	return &storagev1.CSIDriver{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "storage.k8s.io/v1", Kind: "CSIDriver"},
@@ -167,7 +172,8 @@ func DesiredCSIDriver(cfg ObjectConfig) *storagev1.CSIDriver {
 				Audience:          cfg.TokenAudience,
 				ExpirationSeconds: ptr.To(int64(cfg.TokenExpiration / time.Second)),
 			}},
-			RequiresRepublish: ptr.To(true),
+			RequiresRepublish:            ptr.To(true),
+			ServiceAccountTokenInSecrets: ptr.To(cfg.TokenInSecrets),
 		},
 	}
 }

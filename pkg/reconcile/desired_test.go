@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ var testObjects = ObjectConfig{
 	DriverName:        "secrets.phantom.dev",
 	TokenAudience:     "openbao",
 	TokenExpiration:   10 * time.Minute,
+	TokenInSecrets:    true,
 }
 
 func TestDesiredWebhookConfiguration(t *testing.T) {
@@ -126,21 +128,76 @@ func selects(t *testing.T, selector *metav1.LabelSelector, set map[string]string
 
 func TestDesiredCSIDriver(t *testing.T) {
 	t.Parallel()
-	want := storagev1.CSIDriverSpec{
-		AttachRequired:       ptr.To(false),
-		PodInfoOnMount:       ptr.To(true),
-		VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecycleEphemeral},
-		StorageCapacity:      ptr.To(false),
-		FSGroupPolicy:        ptr.To(storagev1.FileFSGroupPolicy),
-		TokenRequests:        []storagev1.TokenRequest{{Audience: "openbao", ExpirationSeconds: ptr.To[int64](600)}},
-		RequiresRepublish:    ptr.To(true),
+	for _, inSecrets := range []bool{true, false} {
+		t.Run(fmt.Sprintf("token in secrets %t", inSecrets), func(t *testing.T) {
+			t.Parallel()
+			want := storagev1.CSIDriverSpec{
+				AttachRequired:               ptr.To(false),
+				PodInfoOnMount:               ptr.To(true),
+				VolumeLifecycleModes:         []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecycleEphemeral},
+				StorageCapacity:              ptr.To(false),
+				FSGroupPolicy:                ptr.To(storagev1.FileFSGroupPolicy),
+				TokenRequests:                []storagev1.TokenRequest{{Audience: "openbao", ExpirationSeconds: ptr.To[int64](600)}},
+				RequiresRepublish:            ptr.To(true),
+				ServiceAccountTokenInSecrets: ptr.To(inSecrets),
+			}
+			cfg := testObjects
+			cfg.TokenInSecrets = inSecrets
+			got := DesiredCSIDriver(cfg)
+			if got.Name != "secrets.phantom.dev" {
+				t.Errorf("name = %q, want secrets.phantom.dev", got.Name)
+			}
+			if diff := cmp.Diff(want, got.Spec); diff != "" {
+				t.Errorf("spec (-want +got):\n%s", diff)
+			}
+		})
 	}
-	got := DesiredCSIDriver(testObjects)
-	if got.Name != "secrets.phantom.dev" {
-		t.Errorf("name = %q, want secrets.phantom.dev", got.Name)
+}
+
+// TestCSIDriverChangesTokenInSecrets checks the comparison of
+// serviceAccountTokenInSecrets, where an unset field means false.
+func TestCSIDriverChangesTokenInSecrets(t *testing.T) {
+	t.Parallel()
+	const field = "spec.serviceAccountTokenInSecrets"
+	tests := []struct {
+		name        string
+		desired     bool
+		live        *bool
+		wantChanged bool
+	}{
+		{name: "true kept", desired: true, live: ptr.To(true)},
+		{name: "true flipped", desired: true, live: ptr.To(false), wantChanged: true},
+		{name: "true removed", desired: true, live: nil, wantChanged: true},
+		{name: "false kept", desired: false, live: ptr.To(false)},
+		{name: "false flipped", desired: false, live: ptr.To(true), wantChanged: true},
+		{name: "false dropped by an old API server", desired: false, live: nil},
 	}
-	if diff := cmp.Diff(want, got.Spec); diff != "" {
-		t.Errorf("spec (-want +got):\n%s", diff)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testObjects
+			cfg.TokenInSecrets = tt.desired
+			desired := DesiredCSIDriver(cfg).Spec
+			live := *desired.DeepCopy()
+			live.ServiceAccountTokenInSecrets = tt.live
+
+			changes, immutable := csiDriverChanges(desired, live)
+			var want []string
+			if tt.wantChanged {
+				want = []string{field}
+			}
+			if diff := cmp.Diff(want, changes); diff != "" {
+				t.Errorf("changes (-want +got):\n%s", diff)
+			}
+			if immutable {
+				t.Errorf("immutable = true, want false: %s can be updated", field)
+			}
+
+			applyCSIDriverSpec(&live, desired)
+			if changes, _ := csiDriverChanges(desired, live); len(changes) != 0 {
+				t.Errorf("changes after applyCSIDriverSpec = %v, want none", changes)
+			}
+		})
 	}
 }
 

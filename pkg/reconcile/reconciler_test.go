@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -313,6 +314,12 @@ func TestReconcilerRestoresDeletedObjects(t *testing.T) {
 			if len(events) != 1 || !strings.HasPrefix(events[0], "Warning Restored Restored "+tt.object) || !strings.Contains(events[0], "object was deleted") {
 				t.Errorf("events = %q, want one Warning Restored event naming the deletion", events)
 			}
+			if tt.object == ObjectCSIDriver {
+				got := c.csiDriver(t).Spec.ServiceAccountTokenInSecrets
+				if diff := cmp.Diff(ptr.To(true), got); diff != "" {
+					t.Errorf("recreated CSIDriver serviceAccountTokenInSecrets (-want +got):\n%s", diff)
+				}
+			}
 		})
 	}
 }
@@ -366,6 +373,18 @@ func TestReconcilerRestoresAlteredObjects(t *testing.T) {
 			name: "republish turned off", object: ObjectCSIDriver, wantChange: "spec.requiresRepublish",
 			alter: func(_ *admissionregistrationv1.MutatingWebhookConfiguration, d *storagev1.CSIDriver) {
 				d.Spec.RequiresRepublish = ptr.To(false)
+			},
+		},
+		{
+			name: "token moved to volume context", object: ObjectCSIDriver, wantChange: "spec.serviceAccountTokenInSecrets",
+			alter: func(_ *admissionregistrationv1.MutatingWebhookConfiguration, d *storagev1.CSIDriver) {
+				d.Spec.ServiceAccountTokenInSecrets = ptr.To(false)
+			},
+		},
+		{
+			name: "token in secrets unset", object: ObjectCSIDriver, wantChange: "spec.serviceAccountTokenInSecrets",
+			alter: func(_ *admissionregistrationv1.MutatingWebhookConfiguration, d *storagev1.CSIDriver) {
+				d.Spec.ServiceAccountTokenInSecrets = nil
 			},
 		},
 		{

@@ -25,8 +25,8 @@ func (m hostMount) has(option string) bool {
 	return false
 }
 
-// volumeTarget is where kubelet asks the driver to mount the pod's Phantom
-// volume on the host.
+// volumeTarget returns the host path where kubelet has the driver mount
+// the pod's Phantom volume.
 func (s *suite) volumeTarget(pod *corev1.Pod) string {
 	return filepath.Join(s.cluster.KubeletRootDir, "pods", string(pod.UID), "volumes", "kubernetes.io~csi", volumeName, "mount")
 }

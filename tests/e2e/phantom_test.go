@@ -51,8 +51,9 @@ func TestPhantom(t *testing.T) {
 			})
 		}
 	})
-	// These two change cluster-wide objects, so they run alone.
+	// These change cluster-wide objects, so they run alone.
 	t.Run("webhook configuration restored", func(t *testing.T) { s.testWebhookRestored(t, alpha) })
+	t.Run("CSIDriver restored", func(t *testing.T) { s.testCSIDriverRestored(t, beta) })
 	t.Run("token in volume context", func(t *testing.T) { s.testTokenInVolumeContext(t, beta) })
 	t.Logf("scenarios took %s", time.Since(started).Round(time.Second))
 
@@ -98,10 +99,10 @@ func secretsList(items ...[3]string) string {
 	return b.String()
 }
 
-// testInjection creates a pod with no volume in a labeled namespace and
-// checks that the webhook added the volume to its containers and init
-// containers, that the files hold OpenBao's values on a tmpfs, and that
-// deleting the pod removes the mount.
+// testInjection creates a pod with no volume in a labeled namespace. It
+// checks that the webhook added the volume to the container and the init
+// container and that the files hold OpenBao's values on a tmpfs. Then it
+// checks that deleting the pod removes the mount.
 func (s *suite) testInjection(t *testing.T, alpha *tenant) {
 	pod := basePod(alpha, "injected")
 	pod.Annotations = map[string]string{"phantom.dev/secrets": secretsList(
@@ -287,7 +288,7 @@ func (s *suite) testOwnership(t *testing.T, beta *tenant) {
 // testRotation writes a new version of a secret while a pod runs and
 // waits for the pod's file to change. kubelet republishes the volume every
 // syncFrequency (E2E_KUBELET_SYNC_FREQUENCY, 10s in hack/e2e.sh), and the
-// volume asks for the shortest refresh interval.
+// volume sets the shortest refresh interval.
 func (s *suite) testRotation(t *testing.T, alpha *tenant) {
 	path := alpha.kvPath("rotating")
 	first := s.newSecret("alpha rotating version 1")

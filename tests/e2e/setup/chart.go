@@ -251,12 +251,12 @@ func patchForCluster(m *Manifests, o ChartOptions) error {
 	})
 }
 
-func (m *Manifests) patchPodSpec(what string, spec *corev1.PodSpec, env []corev1.EnvVar) {
+func (m *Manifests) patchPodSpec(object string, spec *corev1.PodSpec, env []corev1.EnvVar) {
 	if !spec.HostNetwork {
 		spec.HostNetwork = true
-		// The cluster runs no DNS service, so the host's resolver it is.
+		// The cluster runs no DNS service, so pods use the host's resolver.
 		spec.DNSPolicy = corev1.DNSDefault
-		m.Patches = append(m.Patches, what+": hostNetwork true, dnsPolicy Default")
+		m.Patches = append(m.Patches, object+": hostNetwork true, dnsPolicy Default")
 	}
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
@@ -265,13 +265,13 @@ func (m *Manifests) patchPodSpec(what string, spec *corev1.PodSpec, env []corev1
 				continue
 			}
 			c.Env = append(c.Env, want)
-			m.Patches = append(m.Patches, fmt.Sprintf("%s: container %s env %s=%s", what, c.Name, want.Name, want.Value))
+			m.Patches = append(m.Patches, fmt.Sprintf("%s: container %s env %s=%s", object, c.Name, want.Name, want.Value))
 		}
 	}
 }
 
 // bindLoopback rewrites the argument flag=:PORT to flag=127.0.0.1:PORT.
-func (m *Manifests) bindLoopback(what string, spec *corev1.PodSpec, flag string) {
+func (m *Manifests) bindLoopback(object string, spec *corev1.PodSpec, flag string) {
 	for i := range spec.Containers {
 		c := &spec.Containers[i]
 		for j, arg := range c.Args {
@@ -280,23 +280,23 @@ func (m *Manifests) bindLoopback(what string, spec *corev1.PodSpec, flag string)
 				continue
 			}
 			c.Args[j] = flag + "127.0.0.1:" + port
-			m.Patches = append(m.Patches, fmt.Sprintf("%s: container %s %s", what, c.Name, c.Args[j]))
+			m.Patches = append(m.Patches, fmt.Sprintf("%s: container %s %s", object, c.Name, c.Args[j]))
 		}
 	}
 }
 
 // replaceBeforeSurge sets a rolling update that stops an old pod before it
 // starts a new one.
-func (m *Manifests) replaceBeforeSurge(what string, strategy *appsv1.DeploymentStrategy) {
+func (m *Manifests) replaceBeforeSurge(object string, strategy *appsv1.DeploymentStrategy) {
 	zero, one := intstr.FromInt32(0), intstr.FromInt32(1)
-	ru := strategy.RollingUpdate
+	rolling := strategy.RollingUpdate
 	if strategy.Type == appsv1.RecreateDeploymentStrategyType ||
-		(ru != nil && ru.MaxSurge != nil && ru.MaxSurge.IntValue() == 0 && ru.MaxUnavailable != nil && ru.MaxUnavailable.IntValue() > 0) {
+		(rolling != nil && rolling.MaxSurge != nil && rolling.MaxSurge.IntValue() == 0 && rolling.MaxUnavailable != nil && rolling.MaxUnavailable.IntValue() > 0) {
 		return
 	}
 	strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
 	strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxSurge: &zero, MaxUnavailable: &one}
-	m.Patches = append(m.Patches, what+": rolling update with maxSurge 0, maxUnavailable 1")
+	m.Patches = append(m.Patches, object+": rolling update with maxSurge 0, maxUnavailable 1")
 }
 
 func hasEnv(env []corev1.EnvVar, want corev1.EnvVar) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,6 +37,10 @@ func OpenBaoDir(c *cluster.Cluster) string {
 	return filepath.Join(c.StateDir, "openbao")
 }
 
+// EnvChart names another chart directory to install instead of
+// charts/phantom, such as an unpacked released chart.
+const EnvChart = "PHANTOM_E2E_CHART"
+
 // ChartOptionsFor returns the chart options for cluster c and OpenBao o.
 func ChartOptionsFor(c *cluster.Cluster, o *OpenBao, tokenInSecrets bool) (ChartOptions, error) {
 	u, err := url.Parse(c.APIServer)
@@ -47,6 +52,7 @@ func ChartOptionsFor(c *cluster.Cluster, o *OpenBao, tokenInSecrets bool) (Chart
 		return ChartOptions{}, fmt.Errorf("API server URL %q has no port", c.APIServer)
 	}
 	return ChartOptions{
+		ChartDir:       os.Getenv(EnvChart),
 		APIServerPort:  port,
 		KubeletDir:     c.KubeletRootDir,
 		NodeStateDir:   NodeStateDir(c),

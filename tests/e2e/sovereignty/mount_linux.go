@@ -31,10 +31,10 @@ var pseudoFileSystems = map[int64]string{
 }
 
 // mountPolicy decides from statfs whether the file system at path is
-// scanned. Disk file systems are; memory and pseudo file systems are not;
-// overlay mounts are not either, because their layers are directories of
-// containerd's snapshotter on the disk below, which the scan reads
-// directly.
+// scanned. Disk file systems are scanned. Memory and pseudo file systems
+// are not. Overlay mounts are not either, because their layers are
+// directories of containerd's snapshotter on the disk below, which the
+// scan reads directly.
 func mountPolicy(path string) (string, bool, string, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {

@@ -204,11 +204,11 @@ func (s *Scanner) ScanLogFiles(dir string) error {
 }
 
 // ScanTree scans every regular file below root on a disk-backed file
-// system. It does not follow symbolic links, and it does not enter mount
-// points whose file system keeps no data on disk (tmpfs, ramfs, proc and
-// other pseudo file systems) or that show data stored elsewhere (overlay,
-// whose layers are directories that the scan reaches directly). Each such
-// mount point is listed in Report.Skipped.
+// system, without following symbolic links. It does not enter mount points
+// whose file system keeps no data on disk (tmpfs, ramfs, proc and other
+// pseudo file systems). Nor does it enter overlay mounts, whose layers are
+// directories that the scan reaches directly. Report.Skipped lists each
+// mount point it did not enter.
 func (s *Scanner) ScanTree(root string) error {
 	rootDev, err := deviceOf(root)
 	if err != nil {
