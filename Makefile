@@ -33,7 +33,9 @@ demo: build
 
 ## bench: benchmarks with their floors measured in the same run
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./pkg/... ./driver/...
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./driver/
+	$(GO) test -run '^$$' -bench . -count 1 ./pkg/webhook/ ./pkg/tmpfs/
+	$(GO) test -run '^$$' -bench . -benchtime 400000x -count 1 ./pkg/monitor/
 
 ## generate: rebuild the eBPF objects and Go bindings (needs clang, llvm, libbpf-dev)
 generate:

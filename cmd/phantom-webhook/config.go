@@ -65,7 +65,7 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (Co
 	fs.StringVar(&cfg.DriverName, "driver-name", webhook.DefaultDriverName, "CSI driver name of the injected volume and of the CSIDriver object")
 	fs.StringVar(&cfg.TokenAudience, "token-audience", "openbao", "audience of the service-account token kubelet passes to the node plugin")
 	fs.DurationVar(&cfg.TokenExpiration, "token-expiration", 10*time.Minute, "lifetime of that token (at least 10m)")
-	fs.BoolVar(&cfg.TokenInSecrets, "token-in-secrets", true, "whether kubelet passes that token in the NodePublishVolume secrets field instead of the volume context (Kubernetes 1.35+); set false on older clusters")
+	fs.BoolVar(&cfg.TokenInSecrets, "token-in-secrets", true, "whether kubelet passes the service-account token in the NodePublishVolume secrets field instead of the volume context (Kubernetes 1.35 and later); set false on older clusters")
 	fs.StringVar(&cfg.LeaderElectionID, "leader-election-id", "phantom-webhook", "name of the Lease that elects the reconciling replica")
 	fs.DurationVar(&cfg.CertValidity, "cert-validity", 24*time.Hour, "lifetime of each in-memory serving certificate; a new one is made at two thirds of it (1h to 8760h)")
 	fs.StringVar(&cfg.ReplicaSelector, "replica-selector", defaultReplicaSelector, "label selector of the webhook replica pods in --namespace whose CAs form the caBundle")

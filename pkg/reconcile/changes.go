@@ -76,6 +76,8 @@ func csiDriverChanges(desired, live storagev1.CSIDriverSpec) (changes []string, 
 		{"spec.requiresRepublish", desired.RequiresRepublish, live.RequiresRepublish, false},
 		// An unset field means false to kubelet, and an API server older
 		// than Kubernetes 1.35 drops the field, so nil equals false here.
+		// NOTE: such an API server drops true too, so TokenInSecrets true
+		// there is reported as a restore at every comparison.
 		{"spec.serviceAccountTokenInSecrets", ptr.Deref(desired.ServiceAccountTokenInSecrets, false), ptr.Deref(live.ServiceAccountTokenInSecrets, false), false},
 	}
 	for _, f := range fields {

@@ -551,6 +551,7 @@ func TestWebhookArgs(t *testing.T) {
 		"driver-name":         "secrets.phantom.dev",
 		"token-audience":      "bao.example.eu",
 		"token-expiration":    "3600s",
+		"token-in-secrets":    "false",
 		"leader-election-id":  "phantom-secrets-webhook",
 		"replica-selector":    "app.kubernetes.io/component=webhook,app.kubernetes.io/instance=phantom,app.kubernetes.io/name=secrets",
 		"cert-validity":       "12h",

@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -36,6 +37,10 @@ func reconcilerConfig(t *testing.T, deploy *appsv1.Deployment) reconcile.ObjectC
 	if err != nil {
 		t.Fatalf("--token-expiration %q: %v", args["token-expiration"], err)
 	}
+	inSecrets, err := strconv.ParseBool(args["token-in-secrets"])
+	if err != nil {
+		t.Fatalf("--token-in-secrets %q: %v", args["token-in-secrets"], err)
+	}
 	cfg := reconcile.ObjectConfig{
 		WebhookConfigName: args["webhook-config-name"],
 		ServiceName:       args["service-name"],
@@ -43,6 +48,7 @@ func reconcilerConfig(t *testing.T, deploy *appsv1.Deployment) reconcile.ObjectC
 		DriverName:        args["driver-name"],
 		TokenAudience:     args["token-audience"],
 		TokenExpiration:   expiration,
+		TokenInSecrets:    inSecrets,
 	}
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatalf("reconciler configuration from the webhook's flags is invalid: %v", errs)
@@ -114,13 +120,7 @@ func TestChartMatchesReconciler(t *testing.T) {
 			if driver.Name != desiredDriver.Name {
 				t.Errorf("CSIDriver name: chart %q, reconciler %q", driver.Name, desiredDriver.Name)
 			}
-			wantSpec := desiredDriver.Spec
-			if wantSpec.ServiceAccountTokenInSecrets == nil {
-				// The reconciler neither sets nor compares this field, so
-				// the chart's value is kept.
-				wantSpec.ServiceAccountTokenInSecrets = driver.Spec.ServiceAccountTokenInSecrets
-			}
-			if diff := cmp.Diff(wantSpec, driver.Spec); diff != "" {
+			if diff := cmp.Diff(desiredDriver.Spec, driver.Spec); diff != "" {
 				t.Errorf("CSIDriver spec (-reconciler +chart):\n%s", diff)
 			}
 			checkReconcilerLabels(t, "CSIDriver", desiredDriver.Labels, driver.Labels)
