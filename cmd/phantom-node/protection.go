@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -48,6 +48,10 @@ func startProtection(cfg *config, log *slog.Logger, reg prometheus.Registerer, m
 	}
 
 	m, err := monitor.New(monitorConfig)
+	// Loading parses the kernel's BTF, tens of MiB that are garbage once
+	// the programs are in the kernel: hand them back to the system now
+	// rather than keep them in the daemon's RSS.
+	debug.FreeOSMemory()
 	if err != nil {
 		log.Error("runtime protection monitor failed to load; secrets are delivered without it", "error", err.Error())
 		if m == nil {
@@ -89,9 +93,10 @@ func (p protection) status() *monitor.Status {
 	return &s
 }
 
-// kubeClient returns a client from kubeconfig, or from the in-cluster
-// configuration when kubeconfig is empty.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+// kubeClient returns a client for core/v1, the only API group phantom-node
+// uses, configured from kubeconfig or, when that is empty, from the pod's
+// in-cluster configuration.
+func kubeClient(kubeconfig string) (rest.Interface, error) {
 	var restConfig *rest.Config
 	var err error
 	switch {
@@ -106,5 +111,5 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("load Kubernetes client configuration: %w", err)
 	}
 	restConfig.UserAgent = "phantom-node"
-	return kubernetes.NewForConfig(restConfig)
+	return protect.NewCoreClient(restConfig)
 }

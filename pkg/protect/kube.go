@@ -9,15 +9,36 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/phantom-sec/phantom/pkg/monitor"
 )
 
+// NewCoreClient returns a REST client for the core/v1 API group only. It
+// registers only core/v1 types, where client-go's typed clientset
+// registers every API group at start-up and costs the daemon megabytes
+// of memory.
+func NewCoreClient(cfg *rest.Config) (rest.Interface, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register core/v1 types: %w", err)
+	}
+	c := rest.CopyConfig(cfg)
+	c.APIPath = "/api"
+	c.GroupVersion = &corev1.SchemeGroupVersion
+	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	if c.UserAgent == "" {
+		c.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	return rest.RESTClientFor(c)
+}
+
 // KubeModes reads the mode label of namespaces from the API server.
 type KubeModes struct {
-	Client kubernetes.Interface
+	Client rest.Interface
 }
 
 // NamespaceMode returns the namespace's label value, or "" without one.
@@ -27,7 +48,8 @@ func (k KubeModes) NamespaceMode(ctx context.Context, namespace string) (monitor
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 
-	ns, err := k.Client.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
+	ns := &corev1.Namespace{}
+	err := k.Client.Get().Resource("namespaces").Name(namespace).Do(ctx).Into(ns)
 	if err != nil {
 		return "", fmt.Errorf("get namespace %s: %w", namespace, err)
 	}
@@ -44,7 +66,7 @@ func (k KubeModes) NamespaceMode(ctx context.Context, namespace string) (monitor
 
 // KubeEvents records monitor events as Warning Events on the target pod.
 type KubeEvents struct {
-	Client kubernetes.Interface
+	Client rest.Interface
 	// Node is the reporting instance, the node name.
 	Node   string
 	Logger *slog.Logger
@@ -74,7 +96,7 @@ func (k KubeEvents) PodEvent(pod monitor.PodRef, reason, message string) {
 		ReportingController: "secrets.phantom.dev/phantom-node",
 		ReportingInstance:   k.Node,
 	}
-	_, err := k.Client.CoreV1().Events(pod.Namespace).Create(ctx, event, metav1.CreateOptions{})
+	err := k.Client.Post().Namespace(pod.Namespace).Resource("events").Body(event).Do(ctx).Error()
 	if err != nil && !apierrors.IsAlreadyExists(err) && k.Logger != nil {
 		k.Logger.Warn("failed to record a runtime-protection event on the pod",
 			"namespace", pod.Namespace, "pod", pod.Name, "reason", reason, "error", err.Error())

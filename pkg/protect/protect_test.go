@@ -2,14 +2,17 @@ package protect
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 
 	"github.com/phantom-sec/phantom/pkg/monitor"
 	"github.com/phantom-sec/phantom/pkg/satoken"
@@ -54,9 +57,40 @@ func (m *recordingMonitor) UnregisterVolume(dev uint64) error {
 	return nil
 }
 
+// fakeAPIServer serves GET of namespace payments with labels and records
+// the Events posted to it, over real HTTP.
+func fakeAPIServer(t *testing.T, labels map[string]string, events *[]corev1.Event) rest.Interface {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/namespaces/payments", func(w http.ResponseWriter, _ *http.Request) {
+		ns := corev1.Namespace{TypeMeta: metav1.TypeMeta{Kind: "Namespace", APIVersion: "v1"},
+			ObjectMeta: metav1.ObjectMeta{Name: "payments", Labels: labels}}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ns)
+	})
+	mux.HandleFunc("POST /api/v1/namespaces/payments/events", func(w http.ResponseWriter, r *http.Request) {
+		var e corev1.Event
+		if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		*events = append(*events, e)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(e)
+	})
+	server := httptest.NewServer(mux)
+	t.Cleanup(server.Close)
+	client, err := NewCoreClient(&rest.Config{Host: server.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
 func newProtector(t *testing.T, mon Monitor, labels map[string]string) *Protector {
 	t.Helper()
-	client := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "payments", Labels: labels}})
+	client := fakeAPIServer(t, labels, &[]corev1.Event{})
 	devices := map[string]uint64{"/t/a": 10, "/t/b": 11, "/t/c": 12}
 	p, err := New(Config{
 		Monitor: mon,
@@ -152,17 +186,14 @@ func TestProtectErrors(t *testing.T) {
 
 func TestKubeEventsCreatesWarning(t *testing.T) {
 	t.Parallel()
-	client := fake.NewClientset()
+	var events []corev1.Event
+	client := fakeAPIServer(t, nil, &events)
 	KubeEvents{Client: client, Node: "node-a"}.PodEvent(monitor.PodRef{Namespace: "payments", Name: "api-0", UID: "u1"}, "SecretRead", "cat read /run/secrets/phantom/db")
 
-	events, err := client.CoreV1().Events("payments").List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
+	if len(events) != 1 {
+		t.Fatalf("events = %d, want 1", len(events))
 	}
-	if len(events.Items) != 1 {
-		t.Fatalf("events = %d, want 1", len(events.Items))
-	}
-	e := events.Items[0]
+	e := events[0]
 	if e.Type != corev1.EventTypeWarning || e.Reason != "SecretRead" || e.InvolvedObject.Name != "api-0" || e.Source.Host != "node-a" {
 		t.Errorf("event = %+v", e)
 	}
