@@ -29,8 +29,9 @@ grep -E -- '--- FAIL' "$log" || echo "none"
 
 echo
 echo "== skipped tests and why"
-# go test -v prints a skip's reason on the line after it, indented.
-awk '/--- SKIP/ { print; getline; if ($0 ~ /^ +[a-z_]+\.go:[0-9]+:/) print }' "$log" | grep . || echo "none"
+# go test -v prints a skip's reason on the line before the --- SKIP line
+# (top-level tests) or after it (subtests), indented with its file:line.
+awk '/--- SKIP/ { print; if (prev ~ /^ +[a-z_]+\.go:[0-9]+:/) print prev; getline; if ($0 ~ /^ +[a-z_]+\.go:[0-9]+:/) print; next } { prev = $0 }' "$log" | grep . || echo "none"
 
 echo
 echo "== privileged and kernel suites"

@@ -48,9 +48,8 @@ func startProtection(cfg *config, log *slog.Logger, reg prometheus.Registerer, m
 	}
 
 	m, err := monitor.New(monitorConfig)
-	// Loading parses the kernel's BTF, tens of MiB that are garbage once
-	// the programs are in the kernel: hand them back to the system now
-	// rather than keep them in the daemon's RSS.
+	// Loading parses the kernel's BTF into memory that is garbage once the
+	// programs are in the kernel, so return it to the system now.
 	debug.FreeOSMemory()
 	if err != nil {
 		log.Error("runtime protection monitor failed to load; secrets are delivered without it", "error", err.Error())
