@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,5 +242,42 @@ func TestRestartResumesLeases(t *testing.T) {
 	must(t, h.unpublish(req))
 	if !h.bao.Revoked(lease.ID) {
 		t.Error("lease not revoked on unpublish after restart")
+	}
+}
+
+// TestRefreshDueWhileTimePasses checks that a KV refresh reads OpenBao as
+// soon as it is due, also when the first publish took time, as it always
+// does on a real clock: the copy cached by a read must be stale when the
+// volume's next refresh is due.
+func TestRefreshDueWhileTimePasses(t *testing.T) {
+	h := newHarness(t)
+	h.stop()
+	var ticking atomic.Bool
+	h.tune = func(cfg *Config) {
+		cfg.Now = func() time.Time {
+			if ticking.Load() {
+				h.clock.Advance(time.Second) // each reading of the clock takes a second
+			}
+			return h.clock.Now()
+		}
+	}
+	h.start(h.maxBytes)
+	p := newPod("payments", "api")
+	req := h.request(p, paymentsSecrets)
+
+	ticking.Store(true)
+	must(t, h.publish(req))
+	ticking.Store(false)
+
+	vol, ok := h.driver.volumes.get(req.VolumeId)
+	if !ok {
+		t.Fatal("volume not recorded")
+	}
+	h.writeKV("payments/db", map[string]any{"username": "app", "password": "rotated"})
+	h.clock.Set(vol.refreshedAt.Add(vol.refresh)) // exactly when the refresh is due
+	must(t, h.publish(h.republishRequest(req, p)))
+
+	if got := readFile(t, filepath.Join(req.TargetPath, "db-password")); got != "rotated" {
+		t.Errorf("db-password = %q once the refresh was due, want the rotated value", got)
 	}
 }

@@ -51,6 +51,9 @@ func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishReq
 	}
 	vol.setLeases(src.issued)
 	vol.degraded = src.degraded
+	// The refresh clock starts after the reads, so the copies they cached
+	// are stale when the next refresh is due.
+	vol.refreshedAt = d.cfg.Now()
 	d.saveIndex(log, vol)
 
 	undo := func() {

@@ -149,7 +149,9 @@ func (d *Driver) retire(vol *volume, src *source, now time.Time, kvDue bool) []*
 	vol.setLeases(append(vol.leases, src.issued...))
 	src.issued = nil
 	if kvDue || vol.degraded {
-		vol.refreshedAt = now
+		// The time after the reads, not before: a copy cached by these
+		// reads must be stale when the next refresh is due.
+		vol.refreshedAt = d.cfg.Now()
 	}
 	return retired
 }

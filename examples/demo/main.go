@@ -108,7 +108,8 @@ func run(nodeBinary, podFile string) error {
 		return err
 	}
 
-	step("4. Update the secret in OpenBao and republish (kubelet does this about every minute)")
+	step("4. Update the secret in OpenBao and republish (kubelet republishes about every minute)")
+	published := time.Now()
 	before, _ := os.Readlink(filepath.Join(req.TargetPath, "..data"))
 	if err := bao.writeDBSecret(ctx); err != nil {
 		return err
@@ -117,10 +118,22 @@ func run(nodeBinary, podFile string) error {
 	if _, err := client.NodePublishVolume(ctx, req); err != nil {
 		return fmt.Errorf("republish: %w", err)
 	}
+	if now, _ := os.Readlink(filepath.Join(req.TargetPath, "..data")); now != before {
+		return errors.New("a republish before the refresh interval changed the content")
+	}
+	interval, err := time.ParseDuration(volume.CSI.VolumeAttributes[spec.AttrRefreshInterval])
+	if err != nil {
+		return fmt.Errorf("volume attribute %s: %w", spec.AttrRefreshInterval, err)
+	}
+	fmt.Printf("republished at once: nothing due, content unchanged, no OpenBao call; waiting for the refresh interval of %s\n", interval)
+	time.Sleep(time.Until(published.Add(interval + time.Second)))
+	if _, err := client.NodePublishVolume(ctx, req); err != nil {
+		return fmt.Errorf("republish: %w", err)
+	}
 	after, _ := os.Readlink(filepath.Join(req.TargetPath, "..data"))
 	fmt.Printf("..data moved atomically from %s to %s\n", before, after)
 	if before == after {
-		return errors.New("republish did not swap in new content")
+		return errors.New("republish after the refresh interval did not swap in new content")
 	}
 	if err := show(req.TargetPath); err != nil {
 		return err
