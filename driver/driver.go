@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -38,6 +37,7 @@ import (
 	"github.com/phantom-sec/phantom/pkg/secret"
 	"github.com/phantom-sec/phantom/pkg/state"
 	"github.com/phantom-sec/phantom/pkg/tmpfs"
+	"github.com/phantom-sec/phantom/pkg/unixsock"
 )
 
 // Defaults of Config.
@@ -259,30 +259,35 @@ func (d *Driver) Serve(ctx context.Context, listener net.Listener) error {
 // Ready reports whether the driver serves requests.
 func (d *Driver) Ready() bool { return d.ready.Load() }
 
-// Listen opens the Unix socket of a CSI endpoint, replacing a stale socket.
+// Listen opens the Unix socket of a CSI endpoint. It replaces a socket left
+// by an earlier run, but never a socket another process serves or a file
+// that is not a socket.
 func Listen(endpoint string) (net.Listener, error) {
+	path, err := EndpointPath(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	listener, err := unixsock.Listen(path)
+	if err != nil {
+		return nil, fmt.Errorf("CSI endpoint: %w", err)
+	}
+	return listener, nil
+}
+
+// EndpointPath returns the socket path of a CSI endpoint given as
+// unix:///path/csi.sock or as a plain path.
+func EndpointPath(endpoint string) (string, error) {
 	path := endpoint
 	if u, err := url.Parse(endpoint); err == nil && u.Scheme != "" {
 		if u.Scheme != "unix" {
-			return nil, fmt.Errorf("CSI endpoint %q: scheme %q is not supported: use unix:///path/to/csi.sock", endpoint, u.Scheme)
+			return "", fmt.Errorf("CSI endpoint %q: scheme %q is not supported: use unix:///path/to/csi.sock", endpoint, u.Scheme)
 		}
 		path = u.Path
 	}
-	if path == "" {
-		return nil, fmt.Errorf("CSI endpoint %q names no socket path", endpoint)
+	if path == "" || !filepath.IsAbs(path) {
+		return "", fmt.Errorf("CSI endpoint %q names no absolute socket path: use unix:///path/to/csi.sock", endpoint)
 	}
-
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("create directory of CSI socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale CSI socket %s: %w", path, err)
-	}
-	listener, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on CSI socket %s: %w", path, err)
-	}
-	return listener, nil
+	return path, nil
 }
 
 // logErrors logs each failed RPC once, here at the boundary, and makes

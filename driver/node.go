@@ -85,6 +85,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, toStatus(invalidRequestf("volume_id is missing"))
 	case req.GetTargetPath() == "":
 		return nil, toStatus(invalidRequestf("target_path is missing"))
+	case !filepath.IsAbs(req.GetTargetPath()):
+		return nil, toStatus(invalidRequestf("target_path %q is not absolute", req.GetTargetPath()))
 	}
 	log := d.log.With(logKeyVolume, req.GetVolumeId(), logKeyTarget, req.GetTargetPath())
 
@@ -95,7 +97,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	err := d.cfg.Mounter.Unmount(req.GetTargetPath())
 	d.metrics.observeUnpublish(err)
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("unmount %s: %w", req.GetTargetPath(), err))
+		return nil, toStatus(err)
 	}
 
 	if vol, ok := d.volumes.get(req.GetVolumeId()); ok {

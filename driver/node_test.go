@@ -265,10 +265,20 @@ func TestPublishLargeValue(t *testing.T) {
 	h.writeKV("payments/big", map[string]any{"blob": big})
 	secrets := "- path: payments/big\n  field: blob"
 
-	ok := h.request(newPod("payments", "api"), secrets)
+	owner := newPod("payments", "api")
+	ok := h.request(owner, secrets)
 	must(t, h.publish(ok))
 	if info, err := os.Stat(filepath.Join(ok.TargetPath, "blob")); err != nil || info.Size() != 5<<20 {
 		t.Errorf("blob = %v, %v; want 5 MiB", info, err)
+	}
+
+	// Content over half the limit still rotates: the old and the new copy
+	// fit side by side.
+	h.writeKV("payments/big", map[string]any{"blob": strings.Repeat("y", 5<<20)})
+	h.clock.Advance(DefaultRefreshInterval)
+	must(t, h.publish(h.republishRequest(ok, owner)))
+	if got := readFile(t, filepath.Join(ok.TargetPath, "blob")); got[0] != 'y' {
+		t.Errorf("blob after rotation starts with %q, want the new content", got[0])
 	}
 
 	tooBig := h.request(newPod("payments", "api"), secrets)

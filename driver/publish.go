@@ -64,10 +64,14 @@ func (d *Driver) publishNew(ctx context.Context, log *slog.Logger, r *publishReq
 			d.deleteIndex(log, vol.id)
 		}
 	}
-	created, err := d.cfg.Mounter.Mount(r.target, tmpfs.MountOptions{SizeBytes: r.maxBytes, GID: r.gid})
+	// The content may use up to maxBytes. A rotation holds the old and the
+	// new content at once, and the old stays a few seconds for readers, so
+	// the tmpfs itself gets room for three copies and a page per file.
+	size := tmpfs.MinMountSize(r.maxBytes, 2*len(content.Files)+16)
+	created, err := d.cfg.Mounter.Mount(r.target, tmpfs.MountOptions{SizeBytes: size, GID: r.gid})
 	if err != nil {
 		undo()
-		return fmt.Errorf("mount tmpfs at %s: %w", r.target, err)
+		return err
 	}
 	if _, err := d.writeFiles(vol, content.Files); err != nil {
 		undo()

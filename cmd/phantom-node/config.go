@@ -102,6 +102,9 @@ func parseFlags(args []string, getenv func(string) string) (*config, error) {
 	}
 
 	var errs []error
+	if _, err := driver.EndpointPath(c.endpoint); err != nil {
+		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
+	}
 	if c.nodeID == "" {
 		errs = append(errs, errors.New("--node-id is empty: set it or $NODE_NAME to the Kubernetes node name"))
 	}

@@ -77,7 +77,11 @@ func parseFlags(args []string, getenv func(string) string, output io.Writer) (Co
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments %q: phantom-webhook takes only flags", fs.Args())
+		// The flag package prints its own errors to output; print this one
+		// there too, since main prints neither.
+		err := fmt.Errorf("unexpected arguments %q: phantom-webhook takes only flags", fs.Args())
+		fmt.Fprintf(output, "phantom-webhook: %v\n", err)
+		return Config{}, err
 	}
 	return cfg, nil
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
@@ -54,7 +56,11 @@ func run(nodeBinary, podFile string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the demo mounts a real tmpfs and must run as root")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Ctrl-C or SIGTERM cancels ctx, so the deferred clean-up below still
+	// unpublishes the volume and stops phantom-node.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 
 	pod, volume, err := loadPod(podFile)
@@ -76,7 +82,16 @@ func run(nodeBinary, podFile string) error {
 
 	step("2. phantom-node")
 	socket := filepath.Join(workDir, "csi.sock")
-	node, err := startNode(nodeBinary, socket, bao)
+	// The sealed cache must live on a tmpfs, as /run/phantom is on a node.
+	stateDir := filepath.Join(workDir, "state")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	if err := unix.Mount("phantom-demo-state", stateDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=16m,mode=0700"); err != nil {
+		return fmt.Errorf("mount tmpfs for the state directory: %w", err)
+	}
+	defer unix.Unmount(stateDir, 0)
+	node, err := startNode(nodeBinary, socket, stateDir, bao)
 	if err != nil {
 		return err
 	}
@@ -104,6 +119,14 @@ func run(nodeBinary, podFile string) error {
 	if _, err := client.NodePublishVolume(ctx, req); err != nil {
 		return fmt.Errorf("NodePublishVolume: %w\nphantom-node output:\n%s", err, node.output())
 	}
+	unpublished := false
+	defer func() {
+		if !unpublished {
+			cleanupCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, _ = client.NodeUnpublishVolume(cleanupCtx, &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath})
+		}
+	}()
 	if err := show(req.TargetPath); err != nil {
 		return err
 	}
@@ -126,7 +149,11 @@ func run(nodeBinary, podFile string) error {
 		return fmt.Errorf("volume attribute %s: %w", spec.AttrRefreshInterval, err)
 	}
 	fmt.Printf("republished at once: nothing due, content unchanged, no OpenBao call; waiting for the refresh interval of %s\n", interval)
-	time.Sleep(time.Until(published.Add(interval + time.Second)))
+	select {
+	case <-time.After(time.Until(published.Add(interval + time.Second))):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	if _, err := client.NodePublishVolume(ctx, req); err != nil {
 		return fmt.Errorf("republish: %w", err)
 	}
@@ -143,6 +170,7 @@ func run(nodeBinary, podFile string) error {
 	if _, err := client.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: req.VolumeId, TargetPath: req.TargetPath}); err != nil {
 		return fmt.Errorf("NodeUnpublishVolume: %w", err)
 	}
+	unpublished = true
 	line, err := mountInfoLine(req.TargetPath)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -135,9 +136,15 @@ type nodeProcess struct {
 	out *syncBuffer
 }
 
-func startNode(binary, socket string, b *openBao) (*nodeProcess, error) {
+func startNode(binary, socket, stateDir string, b *openBao) (*nodeProcess, error) {
 	if _, err := os.Stat(binary); err != nil {
 		return nil, fmt.Errorf("phantom-node binary: %w (run make build first)", err)
+	}
+	// The cluster's service-account keys, as phantom-node would fetch them
+	// from the API server's /openid/v1/jwks, for offline token checks.
+	jwksFile := filepath.Join(stateDir, "jwks.json")
+	if err := os.WriteFile(jwksFile, b.issuer.JWKS(), 0o600); err != nil {
+		return nil, fmt.Errorf("write service-account keys: %w", err)
 	}
 	args := []string{
 		"--endpoint", "unix://" + socket,
@@ -147,7 +154,12 @@ func startNode(binary, socket string, b *openBao) (*nodeProcess, error) {
 		"--token-audience", audience,
 		"--metrics-addr", "",
 		"--registration-dir", "",
-		"--state-dir", socket + ".state",
+		"--state-dir", stateDir,
+		"--service-account-jwks-file", jwksFile,
+		"--service-account-issuer", issuerURL,
+		// No kubelet creates pod cgroups here, so the eBPF monitor would
+		// have no pod to protect.
+		"--runtime-protection", "off",
 	}
 	fmt.Printf("$ %s %s\n", binary, strings.Join(args, " "))
 	out := &syncBuffer{}

@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/phantom-sec/phantom/pkg/unixsock"
 )
 
 // Config configures a Server.
@@ -52,21 +52,15 @@ func (s *Server) SocketPath() string {
 	return filepath.Join(s.cfg.Dir, s.cfg.DriverName+"-reg.sock")
 }
 
-// Run serves the registration socket until ctx is done and removes it on
-// return, so kubelet deregisters the driver when the daemon stops.
+// Run serves the registration socket until ctx is done. The listener
+// removes the socket when it closes, so kubelet deregisters the driver when
+// the daemon stops.
 func (s *Server) Run(ctx context.Context) error {
 	path := s.SocketPath()
-	if err := os.MkdirAll(s.cfg.Dir, 0o750); err != nil {
-		return fmt.Errorf("create registration directory %s: %w", s.cfg.Dir, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale registration socket %s: %w", path, err)
-	}
-	listener, err := net.Listen("unix", path)
+	listener, err := unixsock.Listen(path)
 	if err != nil {
-		return fmt.Errorf("listen on registration socket %s: %w", path, err)
+		return fmt.Errorf("registration socket: %w", err)
 	}
-	defer os.Remove(path)
 
 	server := grpc.NewServer()
 	registerapi.RegisterRegistrationServer(server, s)
