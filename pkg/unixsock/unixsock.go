@@ -19,10 +19,10 @@ var ErrInUse = errors.New("socket in use")
 // ErrNotSocket means the path exists and is not a socket.
 var ErrNotSocket = errors.New("path exists and is not a socket")
 
-// Listen listens on a Unix socket at path, creating its directory. A socket
-// left by an earlier run is replaced; a socket that another process still
-// serves, or any other file at path, is an error, so a second daemon never
-// takes over a live socket and no file is deleted by mistake.
+// Listen listens on a Unix socket at path, creating its directory. It
+// replaces a socket left by an earlier run. A socket that another process
+// still serves, or any other file at path, is an error: a second daemon
+// never takes over a live socket, and no file is deleted by mistake.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create directory of socket %s: %w", path, err)
