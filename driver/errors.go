@@ -39,6 +39,7 @@ var codeMap = []struct {
 	{satoken.ErrMalformed, codes.InvalidArgument},
 	{satoken.ErrNoToken, codes.FailedPrecondition},
 	{satoken.ErrMismatch, codes.PermissionDenied},
+	{satoken.ErrExpired, codes.Unauthenticated},
 	{errTargetConflict, codes.FailedPrecondition},
 	{tmpfs.ErrForeignMount, codes.FailedPrecondition},
 	{tmpfs.ErrNotDirectory, codes.FailedPrecondition},
@@ -78,7 +79,7 @@ func reasonOf(err error) string {
 		return "none"
 	case errors.Is(err, satoken.ErrNoToken):
 		return "no_token"
-	case errors.Is(err, satoken.ErrMismatch), errors.Is(err, satoken.ErrMalformed):
+	case errors.Is(err, satoken.ErrMismatch), errors.Is(err, satoken.ErrMalformed), errors.Is(err, satoken.ErrExpired):
 		return "token_rejected"
 	case errors.Is(err, bao.ErrPermissionDenied):
 		return "permission_denied"

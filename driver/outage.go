@@ -98,6 +98,6 @@ func (d *Driver) unavailable(vol *volume, src *source, cause error) error {
 		why = fmt.Sprintf("this node holds no cached copy for service account %s/%s (role %q)",
 			vol.identity.Namespace, vol.identity.ServiceAccount, vol.identity.Role)
 	}
-	return fmt.Errorf("OpenBao at %s has been unreachable since %s and %s; kubelet retries and the pod starts once OpenBao responds: check OpenBao's status (sys/health) and the network path from node %s: %w",
+	return fmt.Errorf("OpenBao at %s unavailable since %s, and %s. kubelet retries, and the pod starts once OpenBao responds: check OpenBao (sys/health) and the network from node %s. Last error seen: %w",
 		d.cfg.Bao.Address(), since.UTC().Format(time.RFC3339), why, d.cfg.NodeID, cause)
 }

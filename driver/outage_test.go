@@ -80,7 +80,7 @@ func TestOutageServesKnownIdentityFromCache(t *testing.T) {
 		t.Fatalf("unknown identity during outage = %v, want Unavailable", err)
 	}
 	t.Logf("message: %s", status.Convert(err).Message())
-	for _, want := range []string{"OpenBao at " + h.bao.URL(), "unreachable since", "billing/worker", "secret/billing/db", "check OpenBao"} {
+	for _, want := range []string{"OpenBao at " + h.bao.URL(), "unavailable since", "billing/worker", "secret/billing/db", "check OpenBao"} {
 		if !strings.Contains(status.Convert(err).Message(), want) {
 			t.Errorf("message %q does not contain %q", status.Convert(err).Message(), want)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -102,6 +103,11 @@ func parseFlags(args []string, getenv func(string) string) (*config, error) {
 	}
 
 	var errs []error
+	if c.metricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.metricsAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("--metrics-addr %q is not host:port, such as 127.0.0.1:9810 or :9810; empty disables the server", c.metricsAddr))
+		}
+	}
 	if _, err := driver.EndpointPath(c.endpoint); err != nil {
 		errs = append(errs, fmt.Errorf("--endpoint: %w", err))
 	}

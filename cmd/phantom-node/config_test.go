@@ -63,3 +63,27 @@ func TestMemoryFilesystem(t *testing.T) {
 		t.Errorf("memoryFilesystem(tmpfs) = %q, %v; want tmpfs", fsType, err)
 	}
 }
+
+func TestParseFlagsRejects(t *testing.T) {
+	t.Parallel()
+	base := []string{"--node-id", "n", "--openbao-addr", "https://openbao.example:8200"}
+	getenv := func(string) string { return "" }
+
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--metrics-addr", "nonsense"}, `--metrics-addr "nonsense" is not host:port`},
+		{[]string{"--endpoint", "tcp://127.0.0.1:1"}, `scheme "tcp" is not supported`},
+		{[]string{"--endpoint", "relative.sock"}, "names no absolute socket path"},
+		{[]string{"--tmpfs-size-limit", "2Ti"}, "more than the maximum size of 1Ti"},
+		{[]string{"--runtime-protection", "block"}, `--runtime-protection "block" is not off, audit or enforce`},
+		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
+	}
+	for _, tt := range tests {
+		_, err := parseFlags(append(append([]string{}, base...), tt.args...), getenv)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseFlags(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+}

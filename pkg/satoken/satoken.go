@@ -37,8 +37,10 @@ var (
 	// ErrMalformed means the token or the tokens attribute cannot be parsed.
 	ErrMalformed = errors.New("malformed service-account token")
 	// ErrMismatch means the token belongs to another pod, service account
-	// or audience, or has expired.
+	// or audience.
 	ErrMismatch = errors.New("service-account token does not match the pod")
+	// ErrExpired means the token is past its expiry or not valid yet.
+	ErrExpired = errors.New("service-account token is not valid at this time")
 	// ErrUnverified means the token's signature does not verify against
 	// any of the given keys, or its issuer is not the expected one.
 	ErrUnverified = errors.New("service-account token not verified")
@@ -219,15 +221,19 @@ func (c *Claims) Check(pod Pod, audience string, now time.Time) error {
 	if !slices.Contains(c.Audience, audience) {
 		problems = append(problems, fmt.Sprintf("claim aud is %q, want it to contain %q", c.Audience, audience))
 	}
-	if c.Expiry.IsZero() || !now.Before(c.Expiry.Add(Leeway)) {
-		problems = append(problems, fmt.Sprintf("token expired at %s", c.Expiry.UTC().Format(time.RFC3339)))
-	}
-	if !c.NotBefore.IsZero() && now.Add(Leeway).Before(c.NotBefore) {
-		problems = append(problems, fmt.Sprintf("token is not valid before %s", c.NotBefore.UTC().Format(time.RFC3339)))
-	}
-
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrMismatch, strings.Join(problems, "; "))
+	}
+
+	// Kubelet refreshes tokens well before expiry, so an expired token
+	// usually means the node's clock is off.
+	if c.Expiry.IsZero() || !now.Before(c.Expiry.Add(Leeway)) {
+		return fmt.Errorf("%w: it expired at %s (node time %s): check the node's clock",
+			ErrExpired, c.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if !c.NotBefore.IsZero() && now.Add(Leeway).Before(c.NotBefore) {
+		return fmt.Errorf("%w: it is valid from %s (node time %s): check the node's clock",
+			ErrExpired, c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

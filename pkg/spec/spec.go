@@ -66,6 +66,7 @@ const (
 	maxPathLength    = 4096
 	maxSegmentLength = 255
 	maxItems         = 256
+	maxSize          = 1 << 40
 )
 
 // ErrInvalid matches every validation error of this package through
@@ -269,7 +270,7 @@ func ParseSize(value string) (int64, error) {
 		suffix string
 		factor int64
 	}{
-		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30},
+		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
 		{"k", 1000}, {"K", 1000}, {"M", 1000 * 1000}, {"G", 1000 * 1000 * 1000},
 	}
 	number, factor := value, int64(1)
@@ -280,8 +281,11 @@ func ParseSize(value string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(number, 10, 64)
-	if err != nil || n <= 0 || n > (1<<40)/factor {
-		return 0, fmt.Errorf("%q is not a positive size: use a value such as \"4Mi\"", value)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a positive whole number of bytes with an optional suffix Ki, Mi, Gi, Ti, k, M or G: use a value such as \"4Mi\"", value)
+	}
+	if n > maxSize/factor {
+		return 0, fmt.Errorf("%q is more than the maximum size of 1Ti", value)
 	}
 	return n * factor, nil
 }

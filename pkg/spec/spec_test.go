@@ -112,7 +112,8 @@ func TestParseRejects(t *testing.T) {
 		{"file without field", map[string]string{AttrSecrets: "- path: a/b\n  file: x"}, []string{`"file" needs "field"`}},
 		{"unknown attribute", map[string]string{"secret": "x"}, []string{`unknown volume attribute "secret"`}},
 		{"bad role", map[string]string{AttrRole: "a/b"}, []string{`role "a/b" is not a valid`}},
-		{"bad size", map[string]string{AttrSizeLimit: "-1"}, []string{`"-1" is not a positive size`}},
+		{"bad size", map[string]string{AttrSizeLimit: "-1"}, []string{`"-1" is not a positive whole number`}},
+		{"huge size", map[string]string{AttrSizeLimit: "2Ti"}, []string{`"2Ti" is more than the maximum size of 1Ti`}},
 		{"bad interval", map[string]string{AttrRefreshInterval: "1s"}, []string{"at least 10s"}},
 		{"several problems", map[string]string{AttrRole: "a/b", AttrFileMode: "x"}, []string{`"fileMode"`, `role "a/b"`}},
 	}
