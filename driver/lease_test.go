@@ -246,9 +246,9 @@ func TestRestartResumesLeases(t *testing.T) {
 }
 
 // TestRefreshDueWhileTimePasses checks that a KV refresh reads OpenBao as
-// soon as it is due, also when the first publish took time, as it always
-// does on a real clock: the copy cached by a read must be stale when the
-// volume's next refresh is due.
+// soon as it is due, also when the first publish took time, as it does on
+// a real clock. The copy cached by a read must be stale when the volume's
+// next refresh is due.
 func TestRefreshDueWhileTimePasses(t *testing.T) {
 	h := newHarness(t)
 	h.stop()

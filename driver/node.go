@@ -112,7 +112,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 }
 
 // parsePublish checks every field of the request. Errors name the field
-// and say what to change.
+// and the change that fixes it.
 func (d *Driver) parsePublish(req *csi.NodePublishVolumeRequest) (*publishRequest, error) {
 	attrs := req.GetVolumeContext()
 	switch {

@@ -11,9 +11,9 @@
 // Probes run only while someone needs OpenBao: the prober goroutine starts
 // when the breaker opens and stops once it closes or after IdleAfter
 // without a caller. A probe that did not reach OpenBao at all (the
-// connection was refused or timed out) is repeated after the minimum
-// interval, because it cost OpenBao nothing; a probe that reached OpenBao
-// and failed doubles the interval up to the maximum.
+// connection was refused or timed out) cost OpenBao nothing, so it is
+// repeated after the minimum interval. A probe that reached OpenBao and
+// failed doubles the interval, up to the maximum.
 //
 // All methods are safe for concurrent use.
 package circuit
@@ -154,8 +154,8 @@ func New(cfg Config) *Breaker {
 	return b
 }
 
-// Allow returns nil when a request may be sent, and an error wrapping
-// ErrOpen that says since when and why when it may not. A refused caller
+// Allow returns nil when a request may be sent. Otherwise it returns an
+// error wrapping ErrOpen that names since when and why. A refused caller
 // counts as demand, which keeps the prober running.
 func (b *Breaker) Allow() error {
 	b.mu.Lock()
@@ -170,8 +170,8 @@ func (b *Breaker) Allow() error {
 }
 
 // Record feeds the outcome of a request: failed is true when the service
-// failed to serve it (unreachable, sealed, 5xx), false when it answered,
-// whatever the answer. Errors that belong to the caller (a cancelled
+// failed to serve it (unreachable, sealed, 5xx), and false when it
+// responded, whatever the response. Errors that belong to the caller (a cancelled
 // context, a permission denied) are successes here.
 func (b *Breaker) Record(failed bool, err error) {
 	if !failed {
@@ -193,7 +193,7 @@ func (b *Breaker) Record(failed bool, err error) {
 	}
 }
 
-// Success closes the breaker: the service answered.
+// Success closes the breaker, because the service responded.
 func (b *Breaker) Success() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -302,7 +302,7 @@ func (b *Breaker) startProbingLocked() {
 }
 
 // probeLoop probes on the backoff schedule until the breaker closes, it is
-// stopped, or nobody asked for the service for IdleAfter.
+// stopped, or no caller has needed the service for IdleAfter.
 func (b *Breaker) probeLoop(ctx context.Context) {
 	defer func() {
 		b.mu.Lock()

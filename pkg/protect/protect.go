@@ -1,6 +1,6 @@
 // Package protect connects published Phantom volumes to the runtime
-// protection monitor: at publish it registers the pod's cgroup, with the
-// mode its namespace asks for, and the volume's tmpfs device; at unpublish
+// protection monitor. At publish it registers the pod's cgroup, with the
+// mode its namespace requests, and the volume's tmpfs device. At unpublish
 // it removes them again.
 package protect
 
@@ -27,7 +27,7 @@ type Monitor interface {
 	UnregisterVolume(dev uint64) error
 }
 
-// ModeSource returns the protection mode a namespace asks for, or "" when
+// ModeSource returns the protection mode a namespace requests, or "" when
 // it sets none.
 type ModeSource interface {
 	NamespaceMode(ctx context.Context, namespace string) (monitor.Mode, error)

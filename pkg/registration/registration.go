@@ -22,14 +22,14 @@ import (
 type Config struct {
 	// DriverName is the CSI driver name, such as secrets.phantom.dev.
 	DriverName string
-	// Endpoint is the path of the CSI socket as kubelet sees it.
+	// Endpoint is the path of the CSI socket in kubelet's mount namespace.
 	Endpoint string
 	// Dir is kubelet's plugin registration directory.
 	Dir    string
 	Logger *slog.Logger
 }
 
-// Server answers kubelet's registration calls.
+// Server serves kubelet's registration calls.
 type Server struct {
 	registerapi.UnimplementedRegistrationServer
 

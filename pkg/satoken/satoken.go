@@ -89,8 +89,8 @@ type kubernetesClaims struct {
 }
 
 // FromRequest returns the token for audience from the tokens JSON that
-// kubelet put in the volume context or the request's secrets; secrets win
-// when both carry one.
+// kubelet put in the volume context or in the request's secrets. When both
+// carry one, the secrets' token is used.
 func FromRequest(volumeContext, secrets map[string]string, audience string) (secret.String, error) {
 	for _, source := range []struct {
 		name   string

@@ -1,5 +1,5 @@
 // Package spec parses and validates the attributes of a Phantom volume: the
-// `secrets` list that says which OpenBao paths land in which files, and the
+// `secrets` list that names which OpenBao paths land in which files, and the
 // other `phantom.dev/*` settings a pod may carry.
 //
 // The admission webhook and the node plugin share this package, so a spec
